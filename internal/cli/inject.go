@@ -1,0 +1,187 @@
+package cli
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	pb "github.com/faultline-dev/faultline/proto/faultline/v1"
+)
+
+func newCmdInject(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "inject",
+		Short: "Inject a fault and wait until it ends",
+	}
+	cmd.AddCommand(newCmdInjectHTTP(g))
+	return cmd
+}
+
+type httpParams struct {
+	id, netns                  string
+	pid                        int32
+	port                       int
+	duration, delay, variation time.Duration
+	delayRate                  float64
+	delayMode                  string
+	errorRate                  float64
+	errorCode                  int
+	errorBody, exclude         string
+	errorHeaders               []string
+	paths, methods, headers    []string
+	keepConnections            bool
+}
+
+func newCmdInjectHTTP(g *globals) *cobra.Command {
+	var p httpParams
+	cmd := &cobra.Command{
+		Use:   "http",
+		Short: "Delay or fail HTTP requests to a port of a network namespace",
+		Long: `Delay or fail HTTP requests to a port, for --duration; blocks until the
+fault ends and prints its counters. Ctrl-C revokes the fault at once.
+
+Examples:
+  faultline inject http --netns /run/netns/catalog --port 8080 --delay 900ms --delay-variation 150ms --duration 40s
+  faultline inject http --pid 4242 --port 8080 --error-rate 0.1 --error-code 503 --error-body '{"error":"unavailable"}' --error-header 'Content-Type: application/json' --exclude /health --duration 1m
+  faultline inject http --netns /run/netns/api --port 80 --match-path '/api/*' --match-method POST --delay 2s --duration 30s`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			req, err := p.request()
+			if err != nil {
+				return err
+			}
+			return g.inject(cmd.Context(), req)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&p.id, "id", "", "fault id (default: generated)")
+	f.StringVar(&p.netns, "netns", "", "target network namespace path, e.g. /run/netns/NAME")
+	f.Int32Var(&p.pid, "pid", 0, "target process; its network namespace is used")
+	f.IntVar(&p.port, "port", 0, "target port (required)")
+	f.DurationVar(&p.duration, "duration", 0, "how long the fault lasts, at least 1s (required)")
+	f.DurationVar(&p.delay, "delay", 0, "average delay added to matching requests (averageDelay)")
+	f.DurationVar(&p.variation, "delay-variation", 0, "delays are uniform in [delay-variation, delay+variation] (delayVariation)")
+	f.Float64Var(&p.delayRate, "delay-rate", 1, "fraction of matching requests delayed (delayRate)")
+	f.StringVar(&p.delayMode, "delay-mode", "request", "request: hold the request before the app sees it; response: hold the app's response")
+	f.Float64Var(&p.errorRate, "error-rate", 0, "fraction of matching requests answered with --error-code (errorRate)")
+	f.IntVar(&p.errorCode, "error-code", 0, "HTTP status of injected errors, 100-599 (errorCode)")
+	f.StringVar(&p.errorBody, "error-body", "", "body of injected errors (errorBody)")
+	f.StringArrayVar(&p.errorHeaders, "error-header", nil, "header of injected errors, 'Name: value'; repeatable (errorHeaders)")
+	f.StringVar(&p.exclude, "exclude", "", "comma-separated paths never faulted (exclude)")
+	f.StringArrayVar(&p.paths, "match-path", nil, "fault only this path, exact or prefix ending in *; repeatable")
+	f.StringArrayVar(&p.methods, "match-method", nil, "fault only this method; repeatable")
+	f.StringArrayVar(&p.headers, "match-header", nil, "fault only requests with this header, 'Name' or 'Name=value'; repeatable")
+	f.BoolVar(&p.keepConnections, "keep-connections", false, "do not reset connections established before the fault")
+	return cmd
+}
+
+func (p *httpParams) request() (*pb.InjectRequest, error) {
+	req := &pb.InjectRequest{Id: p.id, Duration: durationpb.New(p.duration)}
+	switch {
+	case p.netns != "" && p.pid != 0:
+		return nil, usagef("give --netns or --pid, not both")
+	case p.netns != "":
+		req.Target = &pb.Target{Kind: &pb.Target_NetnsPath{NetnsPath: p.netns}}
+	case p.pid != 0:
+		req.Target = &pb.Target{Kind: &pb.Target_Pid{Pid: p.pid}}
+	default:
+		return nil, usagef("give a target with --netns PATH or --pid N")
+	}
+	if p.port <= 0 || p.port > 65535 {
+		return nil, usagef("--port must be in 1-65535, got %d", p.port)
+	}
+	if p.duration == 0 {
+		return nil, usagef("--duration is required, e.g. --duration 30s")
+	}
+	if p.errorCode < 0 {
+		return nil, usagef("--error-code must be in 100-599, got %d", p.errorCode)
+	}
+	h := &pb.HTTPFault{
+		Port:            uint32(p.port),
+		AverageDelay:    durationpb.New(p.delay),
+		DelayVariation:  durationpb.New(p.variation),
+		DelayRate:       &p.delayRate,
+		ErrorRate:       p.errorRate,
+		ErrorCode:       uint32(p.errorCode),
+		ErrorBody:       p.errorBody,
+		Exclude:         p.exclude,
+		KeepConnections: p.keepConnections,
+	}
+	switch p.delayMode {
+	case "request":
+		h.DelayMode = pb.DelayMode_DELAY_MODE_REQUEST
+	case "response":
+		h.DelayMode = pb.DelayMode_DELAY_MODE_RESPONSE
+	default:
+		return nil, usagef("--delay-mode must be request or response, got %q", p.delayMode)
+	}
+	for _, kv := range p.errorHeaders {
+		name, value, ok := strings.Cut(kv, ":")
+		if !ok {
+			return nil, usagef("--error-header %q must look like 'Name: value'", kv)
+		}
+		if h.ErrorHeaders == nil {
+			h.ErrorHeaders = map[string]string{}
+		}
+		h.ErrorHeaders[strings.TrimSpace(name)] = strings.TrimSpace(value)
+	}
+	if len(p.paths)+len(p.methods)+len(p.headers) > 0 {
+		h.Match = &pb.HTTPMatch{Paths: p.paths, Methods: p.methods}
+		for _, kv := range p.headers {
+			name, value, _ := strings.Cut(kv, "=")
+			h.Match.Headers = append(h.Match.Headers, &pb.HeaderMatch{Name: name, Value: value})
+		}
+	}
+	req.Fault = &pb.InjectRequest_Http{Http: h}
+	if req.Id == "" {
+		b := make([]byte, 4)
+		_, _ = rand.Read(b)
+		req.Id = "f-" + hex.EncodeToString(b)
+	}
+	return req, nil
+}
+
+// inject runs the fault; on Ctrl-C it revokes it and still prints the
+// counters.
+func (g *globals) inject(ctx context.Context, req *pb.InjectRequest) error {
+	if err := g.validateOutput(); err != nil {
+		return err
+	}
+	client, closeConn, err := g.dial()
+	if err != nil {
+		return err
+	}
+	defer closeConn()
+	type result struct {
+		resp *pb.InjectResponse
+		err  error
+	}
+	done := make(chan result, 1)
+	// The RPC outlives ctx so that a Ctrl-C becomes a Revoke with counters.
+	go func() {
+		resp, err := client.Inject(context.WithoutCancel(ctx), req)
+		done <- result{resp, err}
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil {
+			return r.err
+		}
+		return g.printStatus(r.resp.GetFault())
+	case <-ctx.Done():
+		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		resp, err := client.Revoke(rctx, &pb.RevokeRequest{Id: req.GetId()})
+		if err != nil {
+			return fmt.Errorf("revoke %s after interrupt: %w", req.GetId(), err)
+		}
+		_ = g.printStatus(resp.GetFault())
+		return errInterrupted
+	}
+}

@@ -1,0 +1,66 @@
+package cli
+
+import (
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	pb "github.com/faultline-dev/faultline/proto/faultline/v1"
+)
+
+func newCmdList(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "list",
+		Short: "List active faults with their live counters",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := g.validateOutput(); err != nil {
+				return err
+			}
+			client, closeConn, err := g.dial()
+			if err != nil {
+				return err
+			}
+			defer closeConn()
+			resp, err := client.List(cmd.Context(), &pb.ListRequest{})
+			if err != nil {
+				return err
+			}
+			if g.output == "json" {
+				fmt.Fprintln(g.stdout, protojson.Format(resp))
+				return nil
+			}
+			w := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "ID\tKIND\tTARGET\tPORT\tREMAINING\tREQUESTS\tDELAYED\tERRORED")
+			for _, f := range resp.GetFaults() {
+				c := f.GetCounters()
+				fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%d\t%d\t%d\n", f.GetId(), f.GetKind(), targetString(f.GetTarget()), f.GetPort(),
+					time.Until(f.GetExpires().AsTime()).Round(time.Second), c.GetRequests(), c.GetDelayed(), c.GetErrored())
+			}
+			return w.Flush()
+		},
+	}
+}
+
+func targetString(t *pb.Target) string {
+	if t.GetPid() != 0 {
+		return fmt.Sprintf("pid %d", t.GetPid())
+	}
+	return t.GetNetnsPath()
+}
+
+func (g *globals) printStatus(f *pb.FaultStatus) error {
+	if g.output == "json" {
+		_, err := fmt.Fprintln(g.stdout, protojson.Format(f))
+		return err
+	}
+	c := f.GetCounters()
+	fmt.Fprintf(g.stdout, "fault %s on %s port %d ended (%s)\n", f.GetId(), targetString(f.GetTarget()), f.GetPort(), f.GetEndReason())
+	w := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "REQUESTS\tUNMATCHED\tDELAYED\tERRORED\tUPSTREAM_ERRORS\tCONNECTIONS_RESET")
+	fmt.Fprintf(w, "%d\t%d\t%d\t%d\t%d\t%d\n", c.GetRequests(), c.GetUnmatched(), c.GetDelayed(), c.GetErrored(), c.GetUpstreamErrors(), c.GetConnectionsReset())
+	return w.Flush()
+}

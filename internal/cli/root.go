@@ -1,0 +1,111 @@
+// Package cli is the faultline command: one file per subcommand. Errors
+// are printed once, as one line, by Main; bad input exits 2, failures 1.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/faultline-dev/faultline/proto/faultline/v1"
+)
+
+// usageError marks bad input: exit status 2.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+// interrupted is returned after Ctrl-C revoked a fault: exit status 130.
+var errInterrupted = errors.New("interrupted")
+
+type globals struct {
+	socket string
+	output string
+	stdout io.Writer
+}
+
+// Main runs the command line and returns the exit status.
+func Main(args []string, stdout, stderr io.Writer) int {
+	g := &globals{stdout: stdout}
+	root := &cobra.Command{
+		Use:           "faultline",
+		Short:         "Inject HTTP faults into network namespaces through faultlined",
+		SilenceErrors: true,
+		SilenceUsage:  true,
+	}
+	root.PersistentFlags().StringVar(&g.socket, "socket", envOr("FAULTLINE_SOCKET", "/run/faultline/faultlined.sock"), "faultlined's unix socket (env FAULTLINE_SOCKET)")
+	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.AddCommand(newCmdInject(g), newCmdList(g), newCmdRevoke(g))
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	if errors.Is(err, errInterrupted) {
+		return 130
+	}
+	fmt.Fprintln(stderr, "faultline: "+oneLine(message(err)))
+	var ue usageError
+	if errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") || status.Code(err) == codes.InvalidArgument {
+		return 2
+	}
+	return 1
+}
+
+func (g *globals) validateOutput() error {
+	if g.output != "table" && g.output != "json" {
+		return usagef("--output must be table or json, got %q", g.output)
+	}
+	return nil
+}
+
+// dial connects to faultlined; the connection is lazy, so a missing socket
+// is reported here in words rather than by the first call.
+func (g *globals) dial() (pb.NodeClient, func(), error) {
+	if _, err := os.Stat(g.socket); err != nil {
+		return nil, nil, fmt.Errorf("cannot reach faultlined at %s: %w (is faultlined running? see --socket)", g.socket, errors.Unwrap(err))
+	}
+	conn, err := grpc.NewClient("unix://"+g.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect to faultlined at %s: %w", g.socket, err)
+	}
+	return pb.NewNodeClient(conn), func() { conn.Close() }, nil
+}
+
+func message(err error) string {
+	if st, ok := status.FromError(err); ok {
+		return st.Message()
+	}
+	return err.Error()
+}
+
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}

@@ -1,0 +1,144 @@
+package nodeapi
+
+import (
+	"fmt"
+	"math"
+	"net/http"
+	"net/textproto"
+	"strings"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/faultline-dev/faultline/pkg/engine"
+	"github.com/faultline-dev/faultline/pkg/proxy/httpfault"
+	pb "github.com/faultline-dev/faultline/proto/faultline/v1"
+)
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{errdefs.ErrInvalidArgument}, args...)...)
+}
+
+func duration(field string, d *durationpb.Duration) (time.Duration, error) {
+	if d == nil {
+		return 0, nil
+	}
+	if err := d.CheckValid(); err != nil {
+		return 0, invalid("%s: %v", field, err)
+	}
+	return d.AsDuration(), nil
+}
+
+// SpecFromProto turns an InjectRequest into an engine spec, rejecting what
+// the engine's types cannot hold; the engine validates the rest.
+func SpecFromProto(req *pb.InjectRequest) (engine.Spec, error) {
+	spec := engine.Spec{ID: req.GetId()}
+	var err error
+	if spec.Duration, err = duration("duration", req.GetDuration()); err != nil {
+		return spec, err
+	}
+	switch t := req.GetTarget().GetKind().(type) {
+	case *pb.Target_NetnsPath:
+		spec.Target.NetnsPath = t.NetnsPath
+	case *pb.Target_Pid:
+		if t.Pid <= 0 {
+			return spec, invalid("target: pid must be positive, got %d", t.Pid)
+		}
+		spec.Target.PID = int(t.Pid)
+	}
+	switch f := req.GetFault().(type) {
+	case *pb.InjectRequest_Http:
+		h, err := httpFromProto(f.Http)
+		if err != nil {
+			return spec, err
+		}
+		spec.HTTP = h
+	}
+	return spec, nil
+}
+
+func httpFromProto(p *pb.HTTPFault) (*engine.HTTPFault, error) {
+	if p.GetPort() == 0 || p.GetPort() > math.MaxUint16 {
+		return nil, invalid("port must be in 1-65535, got %d", p.GetPort())
+	}
+	h := &engine.HTTPFault{Port: uint16(p.GetPort()), KeepConnections: p.GetKeepConnections()}
+	f := &h.Fault
+	var err error
+	if f.AverageDelay, err = duration("averageDelay", p.GetAverageDelay()); err != nil {
+		return nil, err
+	}
+	if f.DelayVariation, err = duration("delayVariation", p.GetDelayVariation()); err != nil {
+		return nil, err
+	}
+	f.DelayRate = 1
+	if p.DelayRate != nil {
+		f.DelayRate = p.GetDelayRate()
+	}
+	switch p.GetDelayMode() {
+	case pb.DelayMode_DELAY_MODE_UNSPECIFIED, pb.DelayMode_DELAY_MODE_REQUEST:
+		f.DelayMode = httpfault.DelayRequest
+	case pb.DelayMode_DELAY_MODE_RESPONSE:
+		f.DelayMode = httpfault.DelayResponse
+	default:
+		return nil, invalid("delayMode %d is not one of request, response", p.GetDelayMode())
+	}
+	f.ErrorRate = p.GetErrorRate()
+	if p.GetErrorCode() > math.MaxInt16 {
+		return nil, invalid("errorCode must be an HTTP status in 100-599 when errorRate > 0, got %d", p.GetErrorCode())
+	}
+	f.ErrorCode = int(p.GetErrorCode())
+	if p.GetErrorBody() != "" {
+		f.ErrorBody = []byte(p.GetErrorBody())
+	}
+	if len(p.GetErrorHeaders()) > 0 {
+		f.ErrorHeaders = http.Header{}
+		for k, v := range p.GetErrorHeaders() {
+			f.ErrorHeaders[textproto.CanonicalMIMEHeaderKey(k)] = []string{v}
+		}
+	}
+	for _, path := range strings.Split(p.GetExclude(), ",") {
+		if path = strings.TrimSpace(path); path != "" {
+			f.Exclude = append(f.Exclude, path)
+		}
+	}
+	if m := p.GetMatch(); m != nil {
+		f.Match.Paths = m.GetPaths()
+		f.Match.Methods = m.GetMethods()
+		for _, hm := range m.GetHeaders() {
+			f.Match.Headers = append(f.Match.Headers, httpfault.HeaderMatch{Name: hm.GetName(), Value: hm.GetValue()})
+		}
+	}
+	return h, nil
+}
+
+// StatusToProto converts an engine status.
+func StatusToProto(st engine.Status) *pb.FaultStatus {
+	out := &pb.FaultStatus{
+		Id:      st.ID,
+		Kind:    st.Kind,
+		Target:  TargetToProto(st.Target),
+		Port:    uint32(st.Port),
+		Started: timestamppb.New(st.Started),
+		Expires: timestamppb.New(st.Expires),
+		Counters: &pb.Counters{
+			Requests:         st.Counters.Requests,
+			Unmatched:        st.Counters.Unmatched,
+			Delayed:          st.Counters.Delayed,
+			Errored:          st.Counters.Errored,
+			UpstreamErrors:   st.Counters.UpstreamErrors,
+			ConnectionsReset: uint64(st.Reset),
+		},
+		EndReason: string(st.EndReason),
+	}
+	return out
+}
+
+// TargetToProto converts an engine target.
+func TargetToProto(t engine.Target) *pb.Target {
+	if t.PID > 0 {
+		return &pb.Target{Kind: &pb.Target_Pid{Pid: int32(t.PID)}}
+	}
+	return &pb.Target{Kind: &pb.Target_NetnsPath{NetnsPath: t.NetnsPath}}
+}

@@ -1,0 +1,80 @@
+// Package nodeapi serves faultlined's gRPC API (faultline.v1.Node) over an
+// engine. Domain errors carry errdefs classes; they become gRPC codes here,
+// once, in an interceptor.
+package nodeapi
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/faultline-dev/faultline/pkg/engine"
+	pb "github.com/faultline-dev/faultline/proto/faultline/v1"
+)
+
+// Server implements faultline.v1.Node.
+type Server struct {
+	pb.UnimplementedNodeServer
+	Engine *engine.Engine
+	Logger *slog.Logger
+}
+
+// Inject starts the fault and waits for its end or for the caller to go.
+func (s *Server) Inject(ctx context.Context, req *pb.InjectRequest) (*pb.InjectResponse, error) {
+	spec, err := SpecFromProto(req)
+	if err != nil {
+		return nil, err
+	}
+	f, err := s.Engine.Start(spec)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-f.Done():
+	case <-ctx.Done():
+		f.Stop(engine.ReasonCancelled)
+	}
+	return &pb.InjectResponse{Fault: StatusToProto(f.Status())}, nil
+}
+
+// List returns the active faults.
+func (s *Server) List(context.Context, *pb.ListRequest) (*pb.ListResponse, error) {
+	resp := &pb.ListResponse{}
+	for _, st := range s.Engine.List() {
+		resp.Faults = append(resp.Faults, StatusToProto(st))
+	}
+	return resp, nil
+}
+
+// Revoke ends a fault.
+func (s *Server) Revoke(_ context.Context, req *pb.RevokeRequest) (*pb.RevokeResponse, error) {
+	st, err := s.Engine.Revoke(req.GetId())
+	if err != nil {
+		return nil, err
+	}
+	return &pb.RevokeResponse{Fault: StatusToProto(st)}, nil
+}
+
+// NewGRPCServer returns a gRPC server with the Node service, the standard
+// health service and the error-mapping interceptor.
+func NewGRPCServer(s *Server) *grpc.Server {
+	logger := s.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	g := grpc.NewServer(grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		resp, err := h(ctx, req)
+		if err != nil {
+			logger.Debug("request failed", "method", info.FullMethod, "err", err)
+		}
+		return resp, errgrpc.ToGRPC(err)
+	}))
+	pb.RegisterNodeServer(g, s)
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(g, hs)
+	return g
+}
