@@ -32,14 +32,23 @@ type world struct {
 }
 
 func newWorld(t *testing.T) *world {
+	return newWorldWith(t, nil)
+}
+
+// newWorldWith serves h on :8080 instead of the default handler.
+func newWorldWith(t *testing.T, h http.Handler) *world {
 	t.Helper()
 	n := netnstest.NewNet(t)
 	w := &world{pod: n.AddHost("pod"), client: n.AddHost("client"), eng: engine.New(engine.Options{})}
 	t.Cleanup(w.eng.Close)
 	for _, port := range []string{"8080", "8081"} {
-		srv := &http.Server{Handler: http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		var handler http.Handler = http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 			fmt.Fprintf(rw, "app%s:%s", port, r.URL.Path)
-		})}
+		})
+		if h != nil && port == "8080" {
+			handler = h
+		}
+		srv := &http.Server{Handler: handler}
 		go srv.Serve(w.pod.Listen(t, "tcp", ":"+port))
 		t.Cleanup(func() { srv.Close() })
 	}
@@ -215,9 +224,9 @@ func TestExcludeAndMatch(t *testing.T) {
 		{"GET", "/api/", blue, 500},
 		{"GET", "/HEALTH", blue, 200}, // excluded, case-insensitive
 		{"GET", "/health", blue, 200},
-		{"GET", "/other", blue, 200},                                  // path not matched
-		{"POST", "/api/items", blue, 200},                             // method not matched
-		{"GET", "/api/items", nil, 200},                               // header missing
+		{"GET", "/other", blue, 200},                                     // path not matched
+		{"POST", "/api/items", blue, 200},                                // method not matched
+		{"GET", "/api/items", nil, 200},                                  // header missing
 		{"GET", "/api/items", map[string]string{"X-Tenant": "red"}, 200}, // header value differs
 	} {
 		if r := do(t, w.http, tc.method, w.url+tc.path, tc.hdr); r.status != tc.want {

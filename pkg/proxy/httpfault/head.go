@@ -290,4 +290,3 @@ func asciiEqualFold(b []byte, s string) bool {
 	}
 	return true
 }
-
