@@ -1,12 +1,15 @@
 package cli
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	pb "github.com/faultline-dev/faultline/proto/faultline/v1"
 )
@@ -30,8 +33,7 @@ func newCmdList(g *globals) *cobra.Command {
 				return err
 			}
 			if g.output == "json" {
-				fmt.Fprintln(g.stdout, protojson.Format(resp))
-				return nil
+				return g.printJSON(resp)
 			}
 			w := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "ID\tKIND\tTARGET\tPORT\tREMAINING\tREQUESTS\tDELAYED\tERRORED")
@@ -54,8 +56,7 @@ func targetString(t *pb.Target) string {
 
 func (g *globals) printStatus(f *pb.FaultStatus) error {
 	if g.output == "json" {
-		_, err := fmt.Fprintln(g.stdout, protojson.Format(f))
-		return err
+		return g.printJSON(f)
 	}
 	c := f.GetCounters()
 	fmt.Fprintf(g.stdout, "fault %s on %s port %d ended (%s)\n", f.GetId(), targetString(f.GetTarget()), f.GetPort(), f.GetEndReason())
@@ -63,4 +64,20 @@ func (g *globals) printStatus(f *pb.FaultStatus) error {
 	fmt.Fprintln(w, "REQUESTS\tUNMATCHED\tDELAYED\tERRORED\tUPSTREAM_ERRORS\tCONNECTIONS_RESET")
 	fmt.Fprintf(w, "%d\t%d\t%d\t%d\t%d\t%d\n", c.GetRequests(), c.GetUnmatched(), c.GetDelayed(), c.GetErrored(), c.GetUpstreamErrors(), c.GetConnectionsReset())
 	return w.Flush()
+}
+
+// printJSON prints m as indented JSON with stable spacing (protojson's own
+// output varies its whitespace on purpose).
+func (g *globals) printJSON(m proto.Message) error {
+	raw, err := protojson.MarshalOptions{EmitUnpopulated: true}.Marshal(m)
+	if err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	if err := json.Indent(&buf, raw, "", "  "); err != nil {
+		return err
+	}
+	buf.WriteByte('\n')
+	_, err = g.stdout.Write(buf.Bytes())
+	return err
 }

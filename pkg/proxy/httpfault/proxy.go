@@ -97,6 +97,7 @@ func (p *Proxy) Serve(ln net.Listener) error {
 		c, err := ln.Accept()
 		if err != nil {
 			if p.closing.Load() || errors.Is(err, net.ErrClosed) {
+				ln.Close()
 				return nil
 			}
 			// Out of file descriptors or similar: back off briefly.
@@ -124,16 +125,27 @@ func (p *Proxy) track(c net.Conn) *conn {
 	return cc
 }
 
-// Shutdown stops accepting, closes idle connections at once and lets
-// requests in flight finish (delays end early) until ctx is done, then
-// closes everything. It is safe to call more than once.
+// acceptDrain is how long Shutdown keeps accepting connections that were
+// steered to the listener before steering stopped.
+const acceptDrain = 50 * time.Millisecond
+
+// Shutdown stops the proxy gracefully; call it after steering has stopped.
+// It accepts what is still queued on the listeners for a moment, closes
+// keep-alive connections that sit idle between requests, and lets requests
+// in flight and connections yet to send their first request finish, with
+// no fault (delays end early), until ctx is done; then it closes
+// everything. It is safe to call more than once.
 func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.init()
 	p.mu.Lock()
 	p.closing.Store(true)
 	p.cancel()
 	for ln := range p.listeners {
-		ln.Close()
+		if dl, ok := ln.(interface{ SetDeadline(time.Time) error }); ok {
+			_ = dl.SetDeadline(time.Now().Add(acceptDrain))
+		} else {
+			ln.Close()
+		}
 	}
 	for c := range p.conns {
 		if c.idle.Load() {
@@ -141,6 +153,8 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		}
 	}
 	p.mu.Unlock()
+	p.wg.Add(1) // the drain window, so Wait covers accepts still to come
+	time.AfterFunc(acceptDrain, p.wg.Done)
 
 	done := make(chan struct{})
 	go func() { p.wg.Wait(); close(done) }()
@@ -184,7 +198,7 @@ type conn struct {
 	c    net.Conn
 	br   *bufio.Reader
 	bw   *bufio.Writer
-	idle atomic.Bool // waiting for a request head
+	idle atomic.Bool // between requests, after at least one
 
 	upMu sync.Mutex
 	up   net.Conn
@@ -226,7 +240,6 @@ func (c *conn) serve() {
 		p.wg.Done()
 	}()
 
-	c.idle.Store(true)
 	if h2, err := c.sniffH2(); err != nil {
 		return
 	} else if h2 {
@@ -237,11 +250,14 @@ func (c *conn) serve() {
 		c.tunnel()
 		return
 	}
-	for {
-		// 1. Wait for the next request.
-		c.idle.Store(true)
-		if p.closing.Load() {
-			return
+	for served := 0; ; served++ {
+		// 1. Wait for the next request. A connection that has served one
+		// is idle meanwhile: Shutdown may close it.
+		if served > 0 {
+			c.idle.Store(true)
+			if p.closing.Load() {
+				return
+			}
 		}
 		raw, err := readHead(c.br)
 		c.idle.Store(false)
@@ -285,7 +301,7 @@ func (c *conn) handle(req *requestHead) bool {
 	// 2. Decide.
 	p.requests.Add(1)
 	var d decision
-	if p.Fault != nil {
+	if p.Fault != nil && !p.closing.Load() {
 		d = p.Fault.decide(req)
 	}
 	if !d.faulted {

@@ -1,0 +1,120 @@
+package node
+
+import (
+	"bytes"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+type cliResult struct {
+	code           int
+	stdout, stderr string
+}
+
+func faultline(t *testing.T, args ...string) cliResult {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(binDir, "faultline"), args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return cliResult{code, out.String(), errb.String()}
+}
+
+func TestCLIErrors(t *testing.T) {
+	nd := newNode(t)
+	base := []string{"inject", "http", "--socket", nd.socket, "--netns", nd.pod.Path}
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"missing port", append(base, "--duration", "5s"), 2, "--port must be in 1-65535, got 0"},
+		{"missing duration", append(base, "--port", "8080"), 2, "--duration is required"},
+		{"unknown flag", append(base, "--port", "8080", "--duration", "5s", "--bogus"), 2, "unknown flag: --bogus"},
+		{"bad duration", append(base, "--port", "8080", "--duration", "soon"), 2, `invalid argument "soon" for "--duration"`},
+		{"netns and pid", append(base, "--pid", "1", "--port", "8080", "--duration", "5s"), 2, "give --netns or --pid, not both"},
+		{"server-side validation", append(base, "--port", "8080", "--duration", "5s", "--error-rate", "2", "--error-code", "500"), 2, "errorRate must be in the range [0, 1], got 2"},
+		{"bad error header", append(base, "--port", "8080", "--duration", "5s", "--error-header", "nocolon"), 2, "--error-header \"nocolon\" must look like 'Name: value'"},
+		{"no daemon", []string{"list", "--socket", filepath.Join(t.TempDir(), "none.sock")}, 1, "cannot reach faultlined"},
+		{"unknown fault", []string{"revoke", "nope", "--socket", nd.socket}, 1, `no active fault with id "nope"`},
+		{"revoke without id", []string{"revoke", "--socket", nd.socket}, 2, "revoke takes exactly one fault id"},
+		{"unknown command", []string{"explode"}, 2, "unknown command"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := faultline(t, tc.args...)
+			if r.code != tc.code {
+				t.Errorf("exit %d, want %d (stderr %q)", r.code, tc.code, r.stderr)
+			}
+			if lines := strings.Count(r.stderr, "\n"); lines != 1 || !strings.HasPrefix(r.stderr, "faultline: ") || !strings.Contains(r.stderr, tc.want) {
+				t.Errorf("stderr %q: want one line containing %q", r.stderr, tc.want)
+			}
+		})
+	}
+	if n := len(attachedPrograms(t, nd)); n != 0 {
+		t.Errorf("bad input left %d programs attached", n)
+	}
+}
+
+func TestCLIInjectPrintsCounters(t *testing.T) {
+	nd := newNode(t)
+	done := make(chan cliResult, 1)
+	go func() {
+		done <- faultline(t, "inject", "http", "--socket", nd.socket, "--netns", nd.pod.Path, "--port", "8080",
+			"--error-rate", "1", "--error-code", "503", "--duration", "2s", "--id", "cli-test")
+	}()
+	nd.waitFaults(t, 1)
+	list := faultline(t, "list", "--socket", nd.socket)
+	if list.code != 0 || !strings.Contains(list.stdout, "cli-test") || !strings.Contains(list.stdout, nd.pod.Path) {
+		t.Errorf("list: %+v", list)
+	}
+	for range 3 {
+		nd.get(t)
+	}
+	r := <-done
+	if r.code != 0 || !strings.Contains(r.stdout, "fault cli-test") || !strings.Contains(r.stdout, "(expired)") {
+		t.Fatalf("inject: %+v", r)
+	}
+	fields := strings.Fields(strings.Split(strings.TrimSpace(r.stdout), "\n")[2])
+	if fields[0] != "3" || fields[3] != "3" {
+		t.Errorf("counters line %v, want 3 requests and 3 errored", fields)
+	}
+}
+
+func TestCLIInterruptRevokes(t *testing.T) {
+	nd := newNode(t)
+	cmd := exec.Command(filepath.Join(binDir, "faultline"), "inject", "http", "--socket", nd.socket, "--netns", nd.pod.Path,
+		"--port", "8080", "--delay", "50ms", "--duration", "10m", "-o", "json")
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	nd.waitFaults(t, 1)
+	nd.get(t)
+	nd.get(t)
+	cmd.Process.Signal(syscall.SIGINT)
+	interrupted := time.Now()
+	err := cmd.Wait()
+	ee, ok := err.(*exec.ExitError)
+	if !ok || ee.ExitCode() != 130 {
+		t.Errorf("exit %v, want 130; stderr %q", err, errb.String())
+	}
+	if !strings.Contains(out.String(), `"endReason": "revoked"`) || !strings.Contains(out.String(), `"requests": "2"`) {
+		t.Errorf("stdout %s: want the revoked fault's counters", out.String())
+	}
+	nd.assertDirectWithin(t, time.Second, nil)
+	nd.waitFaults(t, 0)
+	t.Logf("revoked and direct %s after SIGINT", time.Since(interrupted).Round(time.Millisecond))
+}
