@@ -1,0 +1,45 @@
+# faultline: see README.md. Tests need root (real namespaces and eBPF).
+GO        ?= go
+CLANG     ?= clang
+MULTIARCH := $(shell gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
+export BPF_INCLUDE := /usr/include/$(MULTIARCH)
+
+.PHONY: all build generate verify-generated test bench lint test-clean clean
+
+all: build
+
+build:
+	$(GO) build -o bin/ ./cmd/faultlined ./cmd/faultline
+
+# Rebuilds the committed bpf2go objects (clang, libbpf-dev) and protobuf Go
+# (protoc; the Go plugins are tool dependencies in go.mod).
+generate:
+	PATH="$$(dirname $$(command -v $(CLANG))):$$PATH" $(GO) generate ./pkg/steer/... ./proto/...
+
+# Fails when the committed generated code differs from what the sources
+# give; skipped (with a note) where clang or protoc is missing.
+verify-generated:
+	@if command -v $(CLANG) >/dev/null && command -v protoc >/dev/null; then \
+		$(MAKE) --no-print-directory generate >/dev/null && \
+		git diff --exit-code --stat -- pkg/steer proto || { echo "generated code is stale: run make generate and commit"; exit 1; }; \
+	else echo "verify-generated: clang or protoc missing, skipped"; fi
+
+# Privileged tests run as root; outside CI they skip when not root.
+test: lint verify-generated
+	$(GO) test -race -count=1 -timeout 20m ./...
+	@$(MAKE) --no-print-directory test-clean
+
+bench:
+	FAULTLINE_BENCH=1 $(GO) test -count=1 -run TestBenchTable -v ./test/bench/ | grep -v '^\(=== \|--- \)'
+
+lint:
+	$(GO) vet ./...
+	@out="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+# Removes namespaces left by a test binary that was killed (they all carry
+# the fl-test- prefix).
+test-clean:
+	@for ns in $$(ip netns list 2>/dev/null | awk '/^fl-test-/ {print $$1}'); do ip netns del $$ns; done
+
+clean:
+	rm -rf bin/
