@@ -26,7 +26,7 @@ verify-generated:
 
 # Privileged tests run as root; outside CI they skip when not root.
 test: lint verify-generated
-	$(GO) test -race -count=1 -timeout 20m ./...
+	$(GO) test -race -p 1 -count=1 -timeout 30m ./...
 	@$(MAKE) --no-print-directory test-clean
 
 bench:

@@ -40,8 +40,10 @@ type Proxy struct {
 	requests, unmatched, delayed, errored, upstreamErrors atomic.Uint64
 
 	initOnce  sync.Once
-	ctx       context.Context // cancelled by Shutdown: ends delays and dials
+	ctx       context.Context // cancelled by Shutdown: ends delays
 	cancel    context.CancelFunc
+	killCtx   context.Context // cancelled when Shutdown gives up: ends dials
+	kill      context.CancelFunc
 	closing   atomic.Bool
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -58,6 +60,7 @@ var ErrClosed = errors.New("httpfault: proxy closed")
 func (p *Proxy) init() {
 	p.initOnce.Do(func() {
 		p.ctx, p.cancel = context.WithCancel(context.Background())
+		p.killCtx, p.kill = context.WithCancel(context.Background())
 		p.listeners = map[net.Listener]struct{}{}
 		p.conns = map[*conn]struct{}{}
 		if p.Logger == nil {
@@ -87,11 +90,13 @@ func (p *Proxy) Serve(ln net.Listener) error {
 		return ErrClosed
 	}
 	p.listeners[ln] = struct{}{}
+	p.wg.Add(1) // Shutdown waits for the accept loop too: it drains the queue
 	p.mu.Unlock()
 	defer func() {
 		p.mu.Lock()
 		delete(p.listeners, ln)
 		p.mu.Unlock()
+		p.wg.Done()
 	}()
 	for {
 		c, err := ln.Accept()
@@ -105,20 +110,15 @@ func (p *Proxy) Serve(ln net.Listener) error {
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
-		if cc := p.track(c); cc != nil {
-			go cc.serve()
-		} else {
-			c.Close()
-		}
+		go p.track(c).serve()
 	}
 }
 
+// track registers a connection; it is served even while shutting down,
+// since it was steered here before steering stopped.
 func (p *Proxy) track(c net.Conn) *conn {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closing.Load() {
-		return nil
-	}
 	cc := &conn{p: p, c: c}
 	p.conns[cc] = struct{}{}
 	p.wg.Add(1)
@@ -153,15 +153,15 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		}
 	}
 	p.mu.Unlock()
-	p.wg.Add(1) // the drain window, so Wait covers accepts still to come
-	time.AfterFunc(acceptDrain, p.wg.Done)
 
 	done := make(chan struct{})
 	go func() { p.wg.Wait(); close(done) }()
 	select {
 	case <-done:
+		p.kill()
 		return nil
 	case <-ctx.Done():
+		p.kill()
 		p.mu.Lock()
 		for c := range p.conns {
 			c.closeAll()
@@ -478,7 +478,7 @@ func (c *conn) waitBody(done <-chan error) error {
 }
 
 func (c *conn) dialUp() error {
-	ctx, cancel := context.WithTimeout(c.p.ctx, dialTimeout)
+	ctx, cancel := context.WithTimeout(c.p.killCtx, dialTimeout)
 	defer cancel()
 	up, err := c.p.Dial(ctx)
 	if err != nil {
