@@ -150,9 +150,6 @@ func (p *httpParams) request() (*pb.InjectRequest, error) {
 // inject runs the fault; on Ctrl-C it revokes it and still prints the
 // counters.
 func (g *globals) inject(ctx context.Context, req *pb.InjectRequest) error {
-	if err := g.validateOutput(); err != nil {
-		return err
-	}
 	client, closeConn, err := g.dial()
 	if err != nil {
 		return err

@@ -20,9 +20,6 @@ func newCmdList(g *globals) *cobra.Command {
 		Short: "List active faults with their live counters",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := g.validateOutput(); err != nil {
-				return err
-			}
 			client, closeConn, err := g.dial()
 			if err != nil {
 				return err

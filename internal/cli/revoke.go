@@ -17,9 +17,6 @@ func newCmdRevoke(g *globals) *cobra.Command {
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := g.validateOutput(); err != nil {
-				return err
-			}
 			client, closeConn, err := g.dial()
 			if err != nil {
 				return err

@@ -79,9 +79,13 @@ func (g *globals) validateOutput() error {
 	return nil
 }
 
-// dial connects to faultlined; the connection is lazy, so a missing socket
-// is reported here in words rather than by the first call.
+// dial checks the global flags and connects to faultlined; the connection
+// is lazy, so a missing socket is reported here in words rather than by the
+// first call.
 func (g *globals) dial() (pb.NodeClient, func(), error) {
+	if err := g.validateOutput(); err != nil {
+		return nil, nil, err
+	}
 	if _, err := os.Stat(g.socket); err != nil {
 		return nil, nil, fmt.Errorf("cannot reach faultlined at %s: %w (is faultlined running? see --socket)", g.socket, errors.Unwrap(err))
 	}

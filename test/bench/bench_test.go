@@ -49,14 +49,7 @@ func TestMain(m *testing.M) {
 
 // runApp is the application process: a plain net/http server.
 func runApp(path string) {
-	ns, err := netns.Open(path)
-	if err != nil {
-		panic(err)
-	}
-	ln, err := ns.Listen(context.Background(), "tcp", ":8080")
-	if err != nil {
-		panic(err)
-	}
+	ln, _ := listenIn(path, ":8080")
 	body := []byte("hello from the app\n")
 	http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
@@ -68,14 +61,7 @@ func runApp(path string) {
 // forwarder from :9090 to the app, copying with splice(2) (Go's TCP-to-TCP
 // io.Copy), no parsing at all.
 func runL4(path string) {
-	ns, err := netns.Open(path)
-	if err != nil {
-		panic(err)
-	}
-	ln, err := ns.Listen(context.Background(), "tcp", ":9090")
-	if err != nil {
-		panic(err)
-	}
+	ln, ns := listenIn(path, ":9090")
 	dial := ns.Dialer(nil)
 	for {
 		c, err := ln.Accept()
@@ -93,6 +79,20 @@ func runL4(path string) {
 			io.Copy(c, up)
 		}()
 	}
+}
+
+// listenIn listens on addr inside the namespace at path, or panics: it
+// runs in the helper processes, where there is no test to fail.
+func listenIn(path, addr string) (net.Listener, *netns.Handle) {
+	ns, err := netns.Open(path)
+	if err != nil {
+		panic(err)
+	}
+	ln, err := ns.Listen(context.Background(), "tcp", addr)
+	if err != nil {
+		panic(err)
+	}
+	return ln, ns
 }
 
 const rounds = 3

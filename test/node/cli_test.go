@@ -2,6 +2,7 @@ package node
 
 import (
 	"bytes"
+	"fmt"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -117,4 +118,25 @@ func TestCLIInterruptRevokes(t *testing.T) {
 	nd.assertDirectWithin(t, time.Second, nil)
 	nd.waitFaults(t, 0)
 	t.Logf("revoked and direct %s after SIGINT", time.Since(interrupted).Round(time.Millisecond))
+}
+
+func TestCLIInjectByPID(t *testing.T) {
+	nd := newNode(t)
+	proc := exec.Command("ip", "netns", "exec", nd.pod.Name, "sleep", "60")
+	if err := proc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { proc.Process.Kill(); proc.Wait() }()
+	done := make(chan cliResult, 1)
+	go func() {
+		done <- faultline(t, "inject", "http", "--socket", nd.socket, "--pid", fmt.Sprint(proc.Process.Pid), "--port", "8080",
+			"--error-rate", "1", "--error-code", "503", "--duration", "1s")
+	}()
+	nd.waitFaults(t, 1)
+	if code, _ := nd.get(t); code != 503 {
+		t.Errorf("fault by pid: %d, want 503", code)
+	}
+	if r := <-done; r.code != 0 || !strings.Contains(r.stdout, fmt.Sprintf("pid %d", proc.Process.Pid)) {
+		t.Errorf("inject by pid: %+v", r)
+	}
 }
