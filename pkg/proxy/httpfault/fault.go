@@ -153,6 +153,13 @@ func validHeaderName(s string) bool {
 	return true
 }
 
+// request is what the decision looks at, for HTTP/1.1 and HTTP/2 alike.
+type request interface {
+	Method() string
+	Path() string
+	Header(name string) (string, bool)
+}
+
 // decision is what happens to one request.
 type decision struct {
 	faulted bool // matched and not excluded
@@ -160,27 +167,38 @@ type decision struct {
 	fail    bool
 }
 
-func (f *Fault) decide(req *requestHead) decision {
-	if !f.matches(req) {
-		return decision{}
-	}
+// timing draws the delay and the error of a matched request.
+type timing struct {
+	average, variation time.Duration
+	delayRate          float64
+	errorRate          float64
+}
+
+func (t timing) decide() decision {
 	d := decision{faulted: true}
-	if f.AverageDelay > 0 && (f.DelayRate >= 1 || rand.Float64() < f.DelayRate) {
-		d.delay = f.AverageDelay
-		if v := f.DelayVariation; v > 0 {
+	if t.average > 0 && (t.delayRate >= 1 || rand.Float64() < t.delayRate) {
+		d.delay = t.average
+		if v := t.variation; v > 0 {
 			d.delay += time.Duration(rand.Int64N(int64(2*v)+1)) - v
 		}
 	}
-	d.fail = f.ErrorRate > 0 && rand.Float64() < f.ErrorRate
+	d.fail = t.errorRate > 0 && rand.Float64() < t.errorRate
 	return d
 }
 
-func (f *Fault) matches(req *requestHead) bool {
+func (f *Fault) decide(req request) decision {
+	if !f.matches(req) {
+		return decision{}
+	}
+	return timing{f.AverageDelay, f.DelayVariation, f.DelayRate, f.ErrorRate}.decide()
+}
+
+func (f *Fault) matches(req request) bool {
 	m := &f.Match
 	if len(f.Exclude) == 0 && len(m.Paths) == 0 && len(m.Methods) == 0 && len(m.Headers) == 0 {
 		return true
 	}
-	path := req.path()
+	path := req.Path()
 	for _, p := range f.Exclude {
 		if strings.EqualFold(p, path) {
 			return false
@@ -189,11 +207,15 @@ func (f *Fault) matches(req *requestHead) bool {
 	if len(m.Paths) > 0 && !anyPathMatches(m.Paths, path) {
 		return false
 	}
-	if len(m.Methods) > 0 && !contains(m.Methods, req.method) {
+	if len(m.Methods) > 0 && !contains(m.Methods, req.Method()) {
 		return false
 	}
-	for _, h := range m.Headers {
-		v, ok := req.header(h.Name)
+	return headersMatch(m.Headers, req)
+}
+
+func headersMatch(hm []HeaderMatch, req request) bool {
+	for _, h := range hm {
+		v, ok := req.Header(h.Name)
 		if !ok || (h.Value != "" && v != h.Value) {
 			return false
 		}

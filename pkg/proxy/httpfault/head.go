@@ -185,8 +185,11 @@ func parseRequestHead(raw []byte) (*requestHead, error) {
 	return &requestHead{raw: raw, method: string(first[:sp1]), target: string(first[sp1+1 : sp2]), framing: f}, nil
 }
 
-// path returns the path of the request target without query or fragment.
-func (r *requestHead) path() string {
+// Method returns the request method.
+func (r *requestHead) Method() string { return r.method }
+
+// Path returns the path of the request target without query or fragment.
+func (r *requestHead) Path() string {
 	t := r.target
 	if i := strings.IndexAny(t, "?#"); i >= 0 {
 		t = t[:i]
@@ -202,8 +205,8 @@ func (r *requestHead) path() string {
 	return t
 }
 
-// header returns the first value of the named header.
-func (r *requestHead) header(name string) (string, bool) {
+// Header returns the first value of the named header.
+func (r *requestHead) Header(name string) (string, bool) {
 	_, it := newHeaderIter(r.raw)
 	for {
 		n, v, ok, err := it.next()

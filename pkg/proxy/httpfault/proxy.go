@@ -29,9 +29,12 @@ type Counters struct {
 // Proxy is a transparent HTTP/1.1 fault proxy. Set its fields, then call
 // Serve with one or more listeners; Shutdown stops it.
 type Proxy struct {
-	// Fault is applied to every request. Nil passes everything through.
-	// It must not change once Serve has been called.
+	// Fault is applied to every HTTP request (HTTP/1.1 and HTTP/2). Nil
+	// passes them through. It must not change once Serve has been called.
 	Fault *Fault
+	// GRPC is applied to gRPC calls instead of Fault. Nil passes them
+	// through (or applies Fault, if set).
+	GRPC *GRPCFault
 	// Dial connects to the application. Required.
 	Dial func(ctx context.Context) (net.Conn, error)
 	// Logger receives connection-level errors. Nil discards them.
@@ -49,6 +52,9 @@ type Proxy struct {
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
 	wg        sync.WaitGroup
+
+	h2ln  *h2Listener
+	h2srv *http.Server
 }
 
 // dialTimeout bounds a connection attempt to the application.
@@ -66,6 +72,7 @@ func (p *Proxy) init() {
 		if p.Logger == nil {
 			p.Logger = slog.New(slog.DiscardHandler)
 		}
+		p.startH2()
 	})
 }
 
@@ -153,21 +160,27 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		}
 	}
 	p.mu.Unlock()
+	// HTTP/2 connections get a GOAWAY: streams in flight finish.
+	h2done := make(chan struct{})
+	go func() { _ = p.h2srv.Shutdown(ctx); p.h2ln.Close(); close(h2done) }()
 
 	done := make(chan struct{})
 	go func() { p.wg.Wait(); close(done) }()
 	select {
 	case <-done:
 		p.kill()
+		<-h2done
 		return nil
 	case <-ctx.Done():
 		p.kill()
+		p.h2srv.Close()
 		p.mu.Lock()
 		for c := range p.conns {
 			c.closeAll()
 		}
 		p.mu.Unlock()
 		<-done
+		<-h2done
 		return ctx.Err()
 	}
 }
@@ -204,6 +217,7 @@ type conn struct {
 	up   net.Conn
 	upbr *bufio.Reader
 	upbw *bufio.Writer
+	h2up *http.Transport // HTTP/2 connections only
 }
 
 // h2Preface starts every cleartext HTTP/2 connection with prior knowledge.
@@ -243,11 +257,7 @@ func (c *conn) serve() {
 	if h2, err := c.sniffH2(); err != nil {
 		return
 	} else if h2 {
-		// Cleartext HTTP/2 is passed through as bytes.
-		if err := c.dialUp(); err != nil {
-			return
-		}
-		c.tunnel()
+		c.serveHTTP2()
 		return
 	}
 	for served := 0; ; served++ {
@@ -299,20 +309,9 @@ func (c *conn) sniffH2() (bool, error) {
 func (c *conn) handle(req *requestHead) bool {
 	p := c.p
 	// 2. Decide.
-	p.requests.Add(1)
-	var d decision
-	if p.Fault != nil && !p.closing.Load() {
-		d = p.Fault.decide(req)
-	}
-	if !d.faulted {
-		p.unmatched.Add(1)
-	}
-	if d.delay > 0 {
-		p.delayed.Add(1)
-	}
+	d := p.decide(req, false)
 	// 3. The injected error, delayed too.
 	if d.fail {
-		p.errored.Add(1)
 		p.sleep(d.delay)
 		return c.answerError(req)
 	}
@@ -324,6 +323,29 @@ func (c *conn) handle(req *requestHead) bool {
 		p.sleep(d.delay)
 	}
 	return c.forward(req, hold)
+}
+
+// decide draws the fate of one request and counts it.
+func (p *Proxy) decide(req request, grpcCall bool) decision {
+	p.requests.Add(1)
+	var d decision
+	switch {
+	case p.closing.Load():
+	case grpcCall && p.GRPC != nil:
+		d = p.GRPC.decide(req)
+	case p.Fault != nil:
+		d = p.Fault.decide(req)
+	}
+	if !d.faulted {
+		p.unmatched.Add(1)
+	}
+	if d.delay > 0 {
+		p.delayed.Add(1)
+	}
+	if d.fail {
+		p.errored.Add(1)
+	}
+	return d
 }
 
 func (c *conn) answerError(req *requestHead) bool {
@@ -564,6 +586,9 @@ func (c *conn) closeAll() {
 	c.upMu.Lock()
 	if c.up != nil {
 		c.up.Close()
+	}
+	if c.h2up != nil {
+		c.h2up.CloseIdleConnections()
 	}
 	c.upMu.Unlock()
 }

@@ -48,8 +48,8 @@ func TestParseRequestHead(t *testing.T) {
 		if !tc.ok {
 			continue
 		}
-		if r.method != tc.method || r.path() != tc.path || r.contentLength != tc.cl || r.chunked != tc.chunked || r.close != tc.close || r.expect100 != tc.expect {
-			t.Errorf("%q: got %s %s cl=%d chunked=%v close=%v expect=%v", tc.raw, r.method, r.path(), r.contentLength, r.chunked, r.close, r.expect100)
+		if r.method != tc.method || r.Path() != tc.path || r.contentLength != tc.cl || r.chunked != tc.chunked || r.close != tc.close || r.expect100 != tc.expect {
+			t.Errorf("%q: got %s %s cl=%d chunked=%v close=%v expect=%v", tc.raw, r.method, r.Path(), r.contentLength, r.chunked, r.close, r.expect100)
 		}
 	}
 }
@@ -234,8 +234,8 @@ func FuzzParseRequestHead(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if end := headEnd(b); end > 0 {
 			if r, err := parseRequestHead(b[:end]); err == nil {
-				_ = r.path()
-				_, _ = r.header("host")
+				_ = r.Path()
+				_, _ = r.Header("host")
 			}
 			if r, err := parseResponseHead(b[:end]); err == nil {
 				_ = r.body("GET")
