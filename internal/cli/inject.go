@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	pb "github.com/faultline-dev/faultline/proto/faultline/v1"
@@ -19,23 +20,67 @@ func newCmdInject(g *globals) *cobra.Command {
 		Use:   "inject",
 		Short: "Inject a fault and wait until it ends",
 	}
-	cmd.AddCommand(newCmdInjectHTTP(g))
+	cmd.AddCommand(newCmdInjectHTTP(g), newCmdInjectGRPC(g), newCmdInjectNetwork(g))
 	return cmd
 }
 
+// targetParams are the flags every inject subcommand shares.
+type targetParams struct {
+	id, netns string
+	pid       int32
+	duration  time.Duration
+}
+
+func (p *targetParams) bind(f *pflag.FlagSet) {
+	f.StringVar(&p.id, "id", "", "fault id (default: generated)")
+	f.StringVar(&p.netns, "netns", "", "target network namespace path, e.g. /run/netns/NAME")
+	f.Int32Var(&p.pid, "pid", 0, "target process; its network namespace is used")
+	f.DurationVar(&p.duration, "duration", 0, "how long the fault lasts, at least 1s (required)")
+}
+
+// request builds the request around a fault, checking the shared flags.
+func (p *targetParams) request() (*pb.InjectRequest, error) {
+	req := &pb.InjectRequest{Id: p.id, Duration: durationpb.New(p.duration)}
+	switch {
+	case p.netns != "" && p.pid != 0:
+		return nil, usagef("give --netns or --pid, not both")
+	case p.netns != "":
+		req.Target = &pb.Target{Kind: &pb.Target_NetnsPath{NetnsPath: p.netns}}
+	case p.pid != 0:
+		req.Target = &pb.Target{Kind: &pb.Target_Pid{Pid: p.pid}}
+	default:
+		return nil, usagef("give a target with --netns PATH or --pid N")
+	}
+	if p.duration == 0 {
+		return nil, usagef("--duration is required, e.g. --duration 30s")
+	}
+	if req.Id == "" {
+		b := make([]byte, 4)
+		_, _ = rand.Read(b)
+		req.Id = "f-" + hex.EncodeToString(b)
+	}
+	return req, nil
+}
+
+func checkPort(port int, allowZero bool) error {
+	if (port == 0 && !allowZero) || port < 0 || port > 65535 {
+		return usagef("--port must be in 1-65535, got %d", port)
+	}
+	return nil
+}
+
 type httpParams struct {
-	id, netns                  string
-	pid                        int32
-	port                       int
-	duration, delay, variation time.Duration
-	delayRate                  float64
-	delayMode                  string
-	errorRate                  float64
-	errorCode                  int
-	errorBody, exclude         string
-	errorHeaders               []string
-	paths, methods, headers    []string
-	keepConnections            bool
+	targetParams
+	port                    int
+	delay, variation        time.Duration
+	delayRate               float64
+	delayMode               string
+	errorRate               float64
+	errorCode               int
+	errorBody, exclude      string
+	errorHeaders            []string
+	paths, methods, headers []string
+	keepConnections         bool
 }
 
 func newCmdInjectHTTP(g *globals) *cobra.Command {
@@ -60,11 +105,8 @@ Examples:
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&p.id, "id", "", "fault id (default: generated)")
-	f.StringVar(&p.netns, "netns", "", "target network namespace path, e.g. /run/netns/NAME")
-	f.Int32Var(&p.pid, "pid", 0, "target process; its network namespace is used")
+	p.bind(f)
 	f.IntVar(&p.port, "port", 0, "target port (required)")
-	f.DurationVar(&p.duration, "duration", 0, "how long the fault lasts, at least 1s (required)")
 	f.DurationVar(&p.delay, "delay", 0, "average delay added to matching requests (averageDelay)")
 	f.DurationVar(&p.variation, "delay-variation", 0, "delays are uniform in [delay-variation, delay+variation] (delayVariation)")
 	f.Float64Var(&p.delayRate, "delay-rate", 1, "fraction of matching requests delayed (delayRate)")
@@ -82,22 +124,12 @@ Examples:
 }
 
 func (p *httpParams) request() (*pb.InjectRequest, error) {
-	req := &pb.InjectRequest{Id: p.id, Duration: durationpb.New(p.duration)}
-	switch {
-	case p.netns != "" && p.pid != 0:
-		return nil, usagef("give --netns or --pid, not both")
-	case p.netns != "":
-		req.Target = &pb.Target{Kind: &pb.Target_NetnsPath{NetnsPath: p.netns}}
-	case p.pid != 0:
-		req.Target = &pb.Target{Kind: &pb.Target_Pid{Pid: p.pid}}
-	default:
-		return nil, usagef("give a target with --netns PATH or --pid N")
+	req, err := p.targetParams.request()
+	if err != nil {
+		return nil, err
 	}
-	if p.port <= 0 || p.port > 65535 {
-		return nil, usagef("--port must be in 1-65535, got %d", p.port)
-	}
-	if p.duration == 0 {
-		return nil, usagef("--duration is required, e.g. --duration 30s")
+	if err := checkPort(p.port, false); err != nil {
+		return nil, err
 	}
 	if p.errorCode < 0 {
 		return nil, usagef("--error-code must be in 100-599, got %d", p.errorCode)
@@ -139,11 +171,6 @@ func (p *httpParams) request() (*pb.InjectRequest, error) {
 		}
 	}
 	req.Fault = &pb.InjectRequest_Http{Http: h}
-	if req.Id == "" {
-		b := make([]byte, 4)
-		_, _ = rand.Read(b)
-		req.Id = "f-" + hex.EncodeToString(b)
-	}
 	return req, nil
 }
 

@@ -33,15 +33,26 @@ func newCmdList(g *globals) *cobra.Command {
 				return g.printJSON(resp)
 			}
 			w := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "ID\tKIND\tTARGET\tPORT\tREMAINING\tREQUESTS\tDELAYED\tERRORED")
+			fmt.Fprintln(w, "ID\tKIND\tTARGET\tPORT\tREMAINING\tREQUESTS\tDELAYED\tERRORED\tDROPPED\tREFUSED")
 			for _, f := range resp.GetFaults() {
 				c := f.GetCounters()
-				fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%d\t%d\t%d\n", f.GetId(), f.GetKind(), targetString(f.GetTarget()), f.GetPort(),
-					time.Until(f.GetExpires().AsTime()).Round(time.Second), c.GetRequests(), c.GetDelayed(), c.GetErrored())
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\n", f.GetId(), f.GetKind(), targetString(f.GetTarget()), portString(f),
+					time.Until(f.GetExpires().AsTime()).Round(time.Second), c.GetRequests(), c.GetDelayed(), c.GetErrored(), c.GetPacketsDropped(), c.GetConnectionsRefused())
 			}
 			return w.Flush()
 		},
 	}
+}
+
+func portString(f *pb.FaultStatus) string {
+	port := "all ports"
+	if f.GetPort() != 0 {
+		port = fmt.Sprintf("port %d", f.GetPort())
+	}
+	if f.GetKind() == "network" && f.GetProtocol() != "" {
+		port += "/" + f.GetProtocol()
+	}
+	return port
 }
 
 func targetString(t *pb.Target) string {
@@ -56,10 +67,15 @@ func (g *globals) printStatus(f *pb.FaultStatus) error {
 		return g.printJSON(f)
 	}
 	c := f.GetCounters()
-	fmt.Fprintf(g.stdout, "fault %s on %s port %d ended (%s)\n", f.GetId(), targetString(f.GetTarget()), f.GetPort(), f.GetEndReason())
+	fmt.Fprintf(g.stdout, "%s fault %s on %s %s ended (%s)\n", f.GetKind(), f.GetId(), targetString(f.GetTarget()), portString(f), f.GetEndReason())
 	w := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "REQUESTS\tUNMATCHED\tDELAYED\tERRORED\tUPSTREAM_ERRORS\tCONNECTIONS_RESET")
-	fmt.Fprintf(w, "%d\t%d\t%d\t%d\t%d\t%d\n", c.GetRequests(), c.GetUnmatched(), c.GetDelayed(), c.GetErrored(), c.GetUpstreamErrors(), c.GetConnectionsReset())
+	if f.GetKind() == "network" {
+		fmt.Fprintln(w, "PACKETS_SEEN\tPACKETS_DROPPED\tCONNECTIONS_REFUSED")
+		fmt.Fprintf(w, "%d\t%d\t%d\n", c.GetPacketsSeen(), c.GetPacketsDropped(), c.GetConnectionsRefused())
+	} else {
+		fmt.Fprintln(w, "REQUESTS\tUNMATCHED\tDELAYED\tERRORED\tUPSTREAM_ERRORS\tCONNECTIONS_RESET")
+		fmt.Fprintf(w, "%d\t%d\t%d\t%d\t%d\t%d\n", c.GetRequests(), c.GetUnmatched(), c.GetDelayed(), c.GetErrored(), c.GetUpstreamErrors(), c.GetConnectionsReset())
+	}
 	return w.Flush()
 }
 

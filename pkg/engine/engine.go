@@ -30,8 +30,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cilium/ebpf"
 	"github.com/containerd/errdefs"
 
+	"github.com/faultline-dev/faultline/pkg/netfault"
 	"github.com/faultline-dev/faultline/pkg/netns"
 	"github.com/faultline-dev/faultline/pkg/proxy/httpfault"
 	"github.com/faultline-dev/faultline/pkg/sockdiag"
@@ -72,13 +74,46 @@ type HTTPFault struct {
 	KeepConnections bool
 }
 
-// Spec describes one fault.
+// GRPCFault is a gRPC fault on one port.
+type GRPCFault struct {
+	Port  uint16
+	Fault httpfault.GRPCFault
+	// ResetConnections resets established connections at the start. Off by
+	// default: gRPC connections are long-lived and carry long-lived streams,
+	// which a reset would break; new connections get the fault.
+	ResetConnections bool
+}
+
+// NetworkFault drops packets and refuses connections.
+type NetworkFault struct {
+	Port      uint16 // 0 = all ports
+	Protocol  string // "tcp", "udp", or "" for all
+	DropRate  float64
+	ResetRate float64
+}
+
+// Spec describes one fault. Exactly one of HTTP, GRPC and Network is set.
 type Spec struct {
 	// ID names the fault; empty means the engine picks one.
 	ID       string
 	Target   Target
 	Duration time.Duration
 	HTTP     *HTTPFault
+	GRPC     *GRPCFault
+	Network  *NetworkFault
+}
+
+// Kind returns "http", "grpc" or "network".
+func (s *Spec) Kind() string {
+	switch {
+	case s.HTTP != nil:
+		return "http"
+	case s.GRPC != nil:
+		return "grpc"
+	case s.Network != nil:
+		return "network"
+	}
+	return ""
 }
 
 // Reason says why a fault ended.
@@ -91,6 +126,15 @@ const (
 	ReasonShutdown  Reason = "shutdown"
 )
 
+// Counters are a fault's counts; each kind fills its own.
+type Counters struct {
+	httpfault.Counters        // http, grpc: requests
+	ConnectionsReset   uint64 // http, grpc: established connections reset at the start
+	PacketsSeen        uint64 // network: inbound packets matching port and protocol
+	PacketsDropped     uint64 // network
+	ConnectionsRefused uint64 // network: new TCP connections refused (resetRate)
+}
+
 // Status is a snapshot of a fault.
 type Status struct {
 	ID        string
@@ -98,10 +142,10 @@ type Status struct {
 	Target    Target
 	Netns     netns.ID
 	Port      uint16
+	Protocol  string // network faults
 	Started   time.Time
 	Expires   time.Time
-	Counters  httpfault.Counters
-	Reset     int    // established connections reset at the start
+	Counters  Counters
 	EndReason Reason // empty while running
 }
 
@@ -120,13 +164,35 @@ type Engine struct {
 
 	mu     sync.Mutex
 	faults map[string]*Fault
-	byKey  map[key]*Fault
 	closed bool
 }
 
-type key struct {
-	ns   netns.ID
-	port uint16
+// claim is what a fault holds in a namespace; two faults whose claims
+// collide cannot run at once.
+type claim struct {
+	ns       netns.ID
+	proxy    bool   // http or grpc: the port is steered into a proxy
+	port     uint16 // 0 = all (network only)
+	protocol string // network only: "tcp", "udp", "" = all
+}
+
+func (c claim) covers(protocol string) bool { return c.protocol == "" || c.protocol == protocol }
+
+func (a claim) collides(b claim) bool {
+	if a.ns != b.ns {
+		return false
+	}
+	switch {
+	case a.proxy && b.proxy:
+		return a.port == b.port
+	case !a.proxy && !b.proxy:
+		return (a.port == 0 || b.port == 0 || a.port == b.port) &&
+			(a.protocol == "" || b.protocol == "" || a.protocol == b.protocol)
+	case a.proxy:
+		return b.covers("tcp") && (b.port == 0 || b.port == a.port)
+	default:
+		return b.collides(a)
+	}
 }
 
 // New returns an Engine.
@@ -137,7 +203,7 @@ func New(opts Options) *Engine {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Engine{bypass: opts.BypassSource, log: opts.Logger, faults: map[string]*Fault{}, byKey: map[key]*Fault{}}
+	return &Engine{bypass: opts.BypassSource, log: opts.Logger, faults: map[string]*Fault{}}
 }
 
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
@@ -160,12 +226,48 @@ func (s *Spec) Validate() error {
 		return invalid("target: give a netns path or a pid, not both")
 	case s.Target.PID < 0:
 		return invalid("target: pid must be positive, got %d", s.Target.PID)
-	case s.HTTP == nil:
-		return invalid("fault: no fault given")
-	case s.HTTP.Port == 0:
-		return invalid("port must be in 1-65535, got 0")
 	}
-	return s.HTTP.Fault.Validate()
+	kinds := 0
+	for _, set := range []bool{s.HTTP != nil, s.GRPC != nil, s.Network != nil} {
+		if set {
+			kinds++
+		}
+	}
+	switch {
+	case kinds == 0:
+		return invalid("fault: no fault given")
+	case kinds > 1:
+		return invalid("fault: give one fault kind per fault")
+	case s.HTTP != nil && s.HTTP.Port == 0, s.GRPC != nil && s.GRPC.Port == 0:
+		return invalid("port must be in 1-65535, got 0")
+	case s.HTTP != nil:
+		return s.HTTP.Fault.Validate()
+	case s.GRPC != nil:
+		return s.GRPC.Fault.Validate()
+	}
+	n := s.Network
+	switch {
+	case n.Protocol != "" && n.Protocol != "tcp" && n.Protocol != "udp":
+		return invalid("protocol must be tcp, udp, or empty for all, got %q", n.Protocol)
+	case n.DropRate < 0 || n.DropRate > 1 || n.DropRate != n.DropRate:
+		return invalid("dropRate must be in the range [0, 1], got %v", n.DropRate)
+	case n.ResetRate < 0 || n.ResetRate > 1 || n.ResetRate != n.ResetRate:
+		return invalid("resetRate must be in the range [0, 1], got %v", n.ResetRate)
+	case n.ResetRate > 0 && n.Protocol == "udp":
+		return invalid("resetRate applies to TCP connections; it cannot be used with protocol udp")
+	}
+	return nil
+}
+
+func (s *Spec) claim(ns netns.ID) claim {
+	switch {
+	case s.HTTP != nil:
+		return claim{ns: ns, proxy: true, port: s.HTTP.Port}
+	case s.GRPC != nil:
+		return claim{ns: ns, proxy: true, port: s.GRPC.Port}
+	default:
+		return claim{ns: ns, port: s.Network.Port, protocol: s.Network.Protocol}
+	}
 }
 
 func openTarget(t Target) (*netns.Handle, error) {
@@ -203,8 +305,8 @@ func (e *Engine) Start(spec Spec) (*Fault, error) {
 	if err != nil {
 		return nil, err
 	}
-	k := key{ns: ns.ID(), port: spec.HTTP.Port}
-	f := &Fault{e: e, spec: spec, ns: ns, key: k, done: make(chan struct{}), stopReq: make(chan Reason, 1)}
+	k := spec.claim(ns.ID())
+	f := &Fault{e: e, spec: spec, ns: ns, claim: k, done: make(chan struct{}), stopReq: make(chan Reason, 1)}
 	f.started = time.Now()
 	f.expires = f.started.Add(spec.Duration)
 
@@ -218,20 +320,20 @@ func (e *Engine) Start(spec Spec) (*Fault, error) {
 		e.mu.Unlock()
 		ns.Close()
 		return nil, fmt.Errorf("%w: a fault with id %q is already active", errdefs.ErrAlreadyExists, spec.ID)
-	case e.byKey[k] != nil:
-		other := e.byKey[k]
-		e.mu.Unlock()
-		ns.Close()
-		return nil, fmt.Errorf("%w: port %d of %s already has fault %q (kind %s) active until %s; revoke it first",
-			errdefs.ErrFailedPrecondition, k.port, spec.Target, other.spec.ID, "http", other.expires.Format(time.RFC3339))
 	}
-	// Reserve the slot before the slow part so a concurrent Start is refused.
+	for _, other := range e.faults {
+		if other.claim.collides(k) {
+			e.mu.Unlock()
+			ns.Close()
+			return nil, fmt.Errorf("%w: %s already has %s fault %q on %s, active until %s; revoke it first",
+				errdefs.ErrFailedPrecondition, spec.Target, other.spec.Kind(), other.spec.ID, other.claim.describe(), other.expires.Format(time.RFC3339))
+		}
+	}
+	// Reserve the claim before the slow part so a concurrent Start is refused.
 	e.faults[spec.ID] = f
-	e.byKey[k] = f
 	e.mu.Unlock()
 
 	if err := f.setup(); err != nil {
-		f.teardown()
 		e.forget(f)
 		ns.Close()
 		return nil, err
@@ -240,7 +342,7 @@ func (e *Engine) Start(spec Spec) (*Fault, error) {
 	f.ready = true
 	e.mu.Unlock()
 	go f.run()
-	e.log.Info("fault started", "fault_id", spec.ID, "netns", spec.Target.String(), "port", k.port, "duration", spec.Duration, "reset", f.reset)
+	e.log.Info("fault started", "fault_id", spec.ID, "kind", spec.Kind(), "netns", spec.Target.String(), "port", k.port, "duration", spec.Duration)
 	return f, nil
 }
 
@@ -250,9 +352,20 @@ func (e *Engine) forget(f *Fault) {
 	if e.faults[f.spec.ID] == f {
 		delete(e.faults, f.spec.ID)
 	}
-	if e.byKey[f.key] == f {
-		delete(e.byKey, f.key)
+}
+
+func (c claim) describe() string {
+	if c.proxy {
+		return fmt.Sprintf("port %d", c.port)
 	}
+	port, proto := "all ports", "all protocols"
+	if c.port != 0 {
+		port = fmt.Sprintf("port %d", c.port)
+	}
+	if c.protocol != "" {
+		proto = c.protocol
+	}
+	return port + " (" + proto + ")"
 }
 
 // Get returns the running fault with this id.
@@ -314,85 +427,161 @@ type Fault struct {
 	e     *Engine
 	spec  Spec
 	ns    *netns.Handle
-	key   key
+	claim claim
 	ready bool // set up and running; guarded by e.mu
 
-	listeners []*net.TCPListener
-	proxy     *httpfault.Proxy
-	steering  *steer.Steering
-	reset     int
+	impl impl
 
 	started, expires time.Time
 	stopReq          chan Reason
 	done             chan struct{}
 	reason           Reason
-	final            httpfault.Counters
+	final            Counters
 }
 
-// setup opens the listeners in the namespace, starts the proxy, attaches
-// the steering program and resets established connections, in that order,
-// so that at no point is a connection steered to a listener not yet served.
+// impl is the kind-specific part of a running fault.
+type impl interface {
+	counters() Counters
+	// teardown releases everything; the engine calls it once.
+	teardown()
+}
+
 func (f *Fault) setup() error {
+	var err error
+	switch s := f.spec; {
+	case s.HTTP != nil:
+		fault := s.HTTP.Fault
+		f.impl, err = f.setupProxy(s.HTTP.Port, func(p *httpfault.Proxy) { p.Fault = &fault }, !s.HTTP.KeepConnections)
+	case s.GRPC != nil:
+		fault := s.GRPC.Fault
+		f.impl, err = f.setupProxy(s.GRPC.Port, func(p *httpfault.Proxy) { p.GRPC = &fault }, s.GRPC.ResetConnections)
+	case s.Network != nil:
+		f.impl, err = f.setupNetwork(s.Network)
+	}
+	if errors.Is(err, ebpf.ErrNotSupported) {
+		return fmt.Errorf("%w: %v", errdefs.ErrNotImplemented, err)
+	}
+	return err
+}
+
+// proxyFault is an http or grpc fault: a proxy in the namespace and the
+// steering program in front of it.
+type proxyFault struct {
+	log       *slog.Logger
+	listeners []*net.TCPListener
+	proxy     *httpfault.Proxy
+	steering  *steer.Steering
+	reset     int
+}
+
+// setupProxy opens the listeners in the namespace, starts the proxy,
+// attaches the steering program and resets established connections, in
+// that order, so that no connection is ever steered to a listener that is
+// not served. On error it releases what it made.
+func (f *Fault) setupProxy(port uint16, configure func(*httpfault.Proxy), resetConns bool) (_ impl, err error) {
 	ctx := context.Background()
-	h := f.spec.HTTP
+	pf := &proxyFault{log: f.e.log.With("fault_id", f.spec.ID)}
+	defer func() {
+		if err != nil {
+			pf.teardown()
+		}
+	}()
 	ln4, err := f.ns.Listen(ctx, "tcp4", "127.0.0.1:0")
 	if err != nil {
-		return fmt.Errorf("open proxy listener: %w", err)
+		return nil, fmt.Errorf("open proxy listener: %w", err)
 	}
-	f.listeners = append(f.listeners, ln4)
+	pf.listeners = append(pf.listeners, ln4)
 	// IPv6 is optional: the namespace may have it disabled.
 	ln6, err := f.ns.Listen(ctx, "tcp6", "[::1]:0")
 	if err == nil {
-		f.listeners = append(f.listeners, ln6)
+		pf.listeners = append(pf.listeners, ln6)
 	} else {
-		f.e.log.Debug("no ipv6 proxy listener", "netns", f.spec.Target.String(), "err", err)
+		pf.log.Debug("no ipv6 proxy listener", "netns", f.spec.Target.String(), "err", err)
 	}
 
-	fault := h.Fault
-	upstream := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(h.Port)))
+	upstream := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port)))
 	dial := f.ns.Dialer(&net.TCPAddr{IP: f.e.bypass.AsSlice()})
-	f.proxy = &httpfault.Proxy{
-		Fault:  &fault,
+	pf.proxy = &httpfault.Proxy{
 		Dial:   func(ctx context.Context) (net.Conn, error) { return dial(ctx, "tcp4", upstream) },
-		Logger: f.e.log.With("fault_id", f.spec.ID),
+		Logger: pf.log,
 	}
-	for _, ln := range f.listeners {
-		go f.proxy.Serve(ln)
+	configure(pf.proxy)
+	for _, ln := range pf.listeners {
+		go pf.proxy.Serve(ln)
 	}
 
-	f.steering, err = steer.Attach(f.ns, steer.Options{Port: h.Port, IPv4: ln4, IPv6: ln6, BypassSource: f.e.bypass})
+	pf.steering, err = steer.Attach(f.ns, steer.Options{Port: port, IPv4: ln4, IPv6: ln6, BypassSource: f.e.bypass})
 	if err != nil {
-		if errors.Is(err, steer.ErrNotSupported) {
-			return fmt.Errorf("%w: %v", errdefs.ErrNotImplemented, err)
-		}
-		return err
+		return nil, err
 	}
-	if !h.KeepConnections {
+	if resetConns {
 		bypass := f.e.bypass
-		f.reset, err = sockdiag.DestroyEstablished(f.ns, h.Port, func(remote netip.Addr) bool { return remote == bypass })
+		pf.reset, err = sockdiag.DestroyEstablished(f.ns, port, func(remote netip.Addr) bool { return remote == bypass })
 		if err != nil {
 			// Not fatal: clients that connected before keep going direct.
-			f.e.log.Warn("could not reset established connections", "fault_id", f.spec.ID, "err", err)
+			pf.log.Warn("could not reset established connections", "err", err)
 		}
 	}
-	return nil
+	return pf, nil
 }
 
-// teardown undoes setup: steering first, then the proxy, then the listeners.
-func (f *Fault) teardown() {
-	if f.steering != nil {
-		if err := f.steering.Close(); err != nil {
-			f.e.log.Warn("detach steering", "fault_id", f.spec.ID, "err", err)
+func (pf *proxyFault) counters() Counters {
+	c := Counters{ConnectionsReset: uint64(pf.reset)}
+	if pf.proxy != nil {
+		c.Counters = pf.proxy.Counters()
+	}
+	return c
+}
+
+// teardown undoes setupProxy: steering first, then the proxy, then the
+// listeners.
+func (pf *proxyFault) teardown() {
+	if pf.steering != nil {
+		if err := pf.steering.Close(); err != nil {
+			pf.log.Warn("detach steering", "err", err)
 		}
 	}
-	if f.proxy != nil {
+	if pf.proxy != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
-		_ = f.proxy.Shutdown(ctx)
+		_ = pf.proxy.Shutdown(ctx)
 		cancel()
 	}
-	for _, ln := range f.listeners {
+	for _, ln := range pf.listeners {
 		ln.Close()
 	}
+}
+
+// networkFault is a network fault: tcx drop and sk_lookup refuse programs.
+type networkFault struct {
+	nf   *netfault.Fault
+	last netfault.Stats
+}
+
+func (f *Fault) setupNetwork(n *NetworkFault) (impl, error) {
+	proto := netfault.ProtocolAll
+	switch n.Protocol {
+	case "tcp":
+		proto = netfault.ProtocolTCP
+	case "udp":
+		proto = netfault.ProtocolUDP
+	}
+	nf, err := netfault.Attach(f.ns, netfault.Options{Port: n.Port, Protocol: proto, DropRate: n.DropRate, ResetRate: n.ResetRate})
+	if err != nil {
+		return nil, err
+	}
+	return &networkFault{nf: nf}, nil
+}
+
+func (nf *networkFault) counters() Counters {
+	if st, err := nf.nf.Stats(); err == nil {
+		nf.last = st
+	}
+	return Counters{PacketsSeen: nf.last.PacketsSeen, PacketsDropped: nf.last.PacketsDropped, ConnectionsRefused: nf.last.ConnectionsRefused}
+}
+
+func (nf *networkFault) teardown() {
+	nf.counters() // keep the last reading
+	nf.nf.Close()
 }
 
 func (f *Fault) run() {
@@ -404,13 +593,13 @@ func (f *Fault) run() {
 		reason = ReasonExpired
 	case reason = <-f.stopReq:
 	}
-	f.teardown()
-	f.final = f.proxy.Counters()
+	f.impl.teardown()
+	f.final = f.impl.counters() // after the drain, so it counts too
 	f.reason = reason
 	f.e.forget(f)
 	f.ns.Close()
-	f.e.log.Info("fault ended", "fault_id", f.spec.ID, "reason", reason,
-		"requests", f.final.Requests, "delayed", f.final.Delayed, "errored", f.final.Errored)
+	f.e.log.Info("fault ended", "fault_id", f.spec.ID, "reason", reason, "requests", f.final.Requests,
+		"delayed", f.final.Delayed, "errored", f.final.Errored, "packets_dropped", f.final.PacketsDropped)
 	close(f.done)
 }
 
@@ -434,14 +623,14 @@ func (f *Fault) Stop(reason Reason) Status {
 // Status returns a snapshot; counters are live while the fault runs.
 func (f *Fault) Status() Status {
 	st := Status{
-		ID: f.spec.ID, Kind: "http", Target: f.spec.Target, Netns: f.key.ns, Port: f.key.port,
-		Started: f.started, Expires: f.expires, Reset: f.reset,
+		ID: f.spec.ID, Kind: f.spec.Kind(), Target: f.spec.Target, Netns: f.claim.ns, Port: f.claim.port,
+		Protocol: f.claim.protocol, Started: f.started, Expires: f.expires,
 	}
 	select {
 	case <-f.done:
 		st.Counters, st.EndReason = f.final, f.reason
 	default:
-		st.Counters = f.proxy.Counters()
+		st.Counters = f.impl.counters()
 	}
 	return st
 }

@@ -309,8 +309,8 @@ func TestKeepAliveClientIsResetThenFaulted(t *testing.T) {
 	if code, err := get(conn); err == nil {
 		t.Fatalf("old keep-alive connection still works after the fault started (status %d)", code)
 	}
-	if f.Status().Reset < 1 {
-		t.Errorf("reset counter %d, want >= 1", f.Status().Reset)
+	if f.Status().Counters.ConnectionsReset < 1 {
+		t.Errorf("reset counter %d, want >= 1", f.Status().Counters.ConnectionsReset)
 	}
 	conn2, err := dial(context.Background(), "tcp", addr)
 	if err != nil {

@@ -50,22 +50,85 @@ func SpecFromProto(req *pb.InjectRequest) (engine.Spec, error) {
 	}
 	switch f := req.GetFault().(type) {
 	case *pb.InjectRequest_Http:
-		h, err := httpFromProto(f.Http)
-		if err != nil {
-			return spec, err
-		}
-		spec.HTTP = h
+		spec.HTTP, err = httpFromProto(f.Http)
+	case *pb.InjectRequest_Grpc:
+		spec.GRPC, err = grpcFromProto(f.Grpc)
+	case *pb.InjectRequest_Network:
+		spec.Network, err = networkFromProto(f.Network)
 	}
-	return spec, nil
+	return spec, err
+}
+
+func port(p uint32, allowZero bool) (uint16, error) {
+	if (p == 0 && !allowZero) || p > math.MaxUint16 {
+		return 0, invalid("port must be in 1-65535, got %d", p)
+	}
+	return uint16(p), nil
+}
+
+func grpcFromProto(p *pb.GrpcFault) (*engine.GRPCFault, error) {
+	pt, err := port(p.GetPort(), false)
+	if err != nil {
+		return nil, err
+	}
+	g := &engine.GRPCFault{Port: pt, ResetConnections: p.GetResetConnections()}
+	f := &g.Fault
+	if f.AverageDelay, err = duration("averageDelay", p.GetAverageDelay()); err != nil {
+		return nil, err
+	}
+	if f.DelayVariation, err = duration("delayVariation", p.GetDelayVariation()); err != nil {
+		return nil, err
+	}
+	f.DelayRate = 1
+	if p.DelayRate != nil {
+		f.DelayRate = p.GetDelayRate()
+	}
+	f.ErrorRate = p.GetErrorRate()
+	if p.GetStatusCode() > math.MaxInt16 {
+		return nil, invalid("statusCode must be a gRPC status code in 1-16 when errorRate > 0, got %d", p.GetStatusCode())
+	}
+	f.StatusCode = int(p.GetStatusCode())
+	f.StatusMessage = p.GetStatusMessage()
+	f.Exclude = splitList(p.GetExclude())
+	f.Methods = p.GetMethods()
+	for _, hm := range p.GetMetadata() {
+		f.Metadata = append(f.Metadata, httpfault.HeaderMatch{Name: hm.GetName(), Value: hm.GetValue()})
+	}
+	return g, nil
+}
+
+func networkFromProto(p *pb.NetworkFault) (*engine.NetworkFault, error) {
+	pt, err := port(p.GetPort(), true)
+	if err != nil {
+		return nil, err
+	}
+	n := &engine.NetworkFault{Port: pt, Protocol: strings.ToLower(p.GetProtocol()), DropRate: 1, ResetRate: p.GetResetRate()}
+	if n.Protocol == "all" {
+		n.Protocol = ""
+	}
+	if p.DropRate != nil {
+		n.DropRate = p.GetDropRate()
+	}
+	return n, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
 }
 
 func httpFromProto(p *pb.HTTPFault) (*engine.HTTPFault, error) {
-	if p.GetPort() == 0 || p.GetPort() > math.MaxUint16 {
-		return nil, invalid("port must be in 1-65535, got %d", p.GetPort())
+	pt, err := port(p.GetPort(), false)
+	if err != nil {
+		return nil, err
 	}
-	h := &engine.HTTPFault{Port: uint16(p.GetPort()), KeepConnections: p.GetKeepConnections()}
+	h := &engine.HTTPFault{Port: pt, KeepConnections: p.GetKeepConnections()}
 	f := &h.Fault
-	var err error
 	if f.AverageDelay, err = duration("averageDelay", p.GetAverageDelay()); err != nil {
 		return nil, err
 	}
@@ -98,11 +161,7 @@ func httpFromProto(p *pb.HTTPFault) (*engine.HTTPFault, error) {
 			f.ErrorHeaders[textproto.CanonicalMIMEHeaderKey(k)] = []string{v}
 		}
 	}
-	for _, path := range strings.Split(p.GetExclude(), ",") {
-		if path = strings.TrimSpace(path); path != "" {
-			f.Exclude = append(f.Exclude, path)
-		}
-	}
+	f.Exclude = splitList(p.GetExclude())
 	if m := p.GetMatch(); m != nil {
 		f.Match.Paths = m.GetPaths()
 		f.Match.Methods = m.GetMethods()
@@ -123,14 +182,18 @@ func StatusToProto(st engine.Status) *pb.FaultStatus {
 		Started: timestamppb.New(st.Started),
 		Expires: timestamppb.New(st.Expires),
 		Counters: &pb.Counters{
-			Requests:         st.Counters.Requests,
-			Unmatched:        st.Counters.Unmatched,
-			Delayed:          st.Counters.Delayed,
-			Errored:          st.Counters.Errored,
-			UpstreamErrors:   st.Counters.UpstreamErrors,
-			ConnectionsReset: uint64(st.Reset),
+			Requests:           st.Counters.Requests,
+			Unmatched:          st.Counters.Unmatched,
+			Delayed:            st.Counters.Delayed,
+			Errored:            st.Counters.Errored,
+			UpstreamErrors:     st.Counters.UpstreamErrors,
+			ConnectionsReset:   st.Counters.ConnectionsReset,
+			PacketsSeen:        st.Counters.PacketsSeen,
+			PacketsDropped:     st.Counters.PacketsDropped,
+			ConnectionsRefused: st.Counters.ConnectionsRefused,
 		},
 		EndReason: string(st.EndReason),
+		Protocol:  st.Protocol,
 	}
 	return out
 }

@@ -83,7 +83,7 @@ func TestCLIInjectPrintsCounters(t *testing.T) {
 		nd.get(t)
 	}
 	r := <-done
-	if r.code != 0 || !strings.Contains(r.stdout, "fault cli-test") || !strings.Contains(r.stdout, "(expired)") {
+	if r.code != 0 || !strings.Contains(r.stdout, "http fault cli-test") || !strings.Contains(r.stdout, "(expired)") {
 		t.Fatalf("inject: %+v", r)
 	}
 	fields := strings.Fields(strings.Split(strings.TrimSpace(r.stdout), "\n")[2])

@@ -172,6 +172,8 @@ type InjectRequest struct {
 	// Types that are valid to be assigned to Fault:
 	//
 	//	*InjectRequest_Http
+	//	*InjectRequest_Grpc
+	//	*InjectRequest_Network
 	Fault         isInjectRequest_Fault `protobuf_oneof:"fault"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -244,6 +246,24 @@ func (x *InjectRequest) GetHttp() *HTTPFault {
 	return nil
 }
 
+func (x *InjectRequest) GetGrpc() *GrpcFault {
+	if x != nil {
+		if x, ok := x.Fault.(*InjectRequest_Grpc); ok {
+			return x.Grpc
+		}
+	}
+	return nil
+}
+
+func (x *InjectRequest) GetNetwork() *NetworkFault {
+	if x != nil {
+		if x, ok := x.Fault.(*InjectRequest_Network); ok {
+			return x.Network
+		}
+	}
+	return nil
+}
+
 type isInjectRequest_Fault interface {
 	isInjectRequest_Fault()
 }
@@ -252,7 +272,19 @@ type InjectRequest_Http struct {
 	Http *HTTPFault `protobuf:"bytes,10,opt,name=http,proto3,oneof"`
 }
 
+type InjectRequest_Grpc struct {
+	Grpc *GrpcFault `protobuf:"bytes,11,opt,name=grpc,proto3,oneof"`
+}
+
+type InjectRequest_Network struct {
+	Network *NetworkFault `protobuf:"bytes,12,opt,name=network,proto3,oneof"`
+}
+
 func (*InjectRequest_Http) isInjectRequest_Fault() {}
+
+func (*InjectRequest_Grpc) isInjectRequest_Fault() {}
+
+func (*InjectRequest_Network) isInjectRequest_Fault() {}
 
 // HTTPFault delays or fails HTTP/1.1 requests to a port. Field meanings
 // follow xk6-disruptor's HTTPFault; the rest are faultline's additions.
@@ -517,21 +549,236 @@ func (x *HeaderMatch) GetValue() string {
 	return ""
 }
 
-type Counters struct {
-	state            protoimpl.MessageState `protogen:"open.v1"`
-	Requests         uint64                 `protobuf:"varint,1,opt,name=requests,proto3" json:"requests,omitempty"`                                         // requests seen
-	Unmatched        uint64                 `protobuf:"varint,2,opt,name=unmatched,proto3" json:"unmatched,omitempty"`                                       // not matched or excluded: untouched
-	Delayed          uint64                 `protobuf:"varint,3,opt,name=delayed,proto3" json:"delayed,omitempty"`                                           // delayed (errored ones included)
-	Errored          uint64                 `protobuf:"varint,4,opt,name=errored,proto3" json:"errored,omitempty"`                                           // answered with the injected error
-	UpstreamErrors   uint64                 `protobuf:"varint,5,opt,name=upstream_errors,json=upstreamErrors,proto3" json:"upstream_errors,omitempty"`       // answered 502: the application did not answer
-	ConnectionsReset uint64                 `protobuf:"varint,6,opt,name=connections_reset,json=connectionsReset,proto3" json:"connections_reset,omitempty"` // established connections reset at the start
+// GrpcFault delays or fails gRPC calls (HTTP/2, content-type
+// application/grpc) to a port, with xk6-disruptor's GrpcFault meaning.
+// Other requests on the port pass untouched.
+type GrpcFault struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Target port, 1-65535.
+	Port           uint32               `protobuf:"varint,1,opt,name=port,proto3" json:"port,omitempty"`
+	AverageDelay   *durationpb.Duration `protobuf:"bytes,2,opt,name=average_delay,json=averageDelay,proto3" json:"average_delay,omitempty"`
+	DelayVariation *durationpb.Duration `protobuf:"bytes,3,opt,name=delay_variation,json=delayVariation,proto3" json:"delay_variation,omitempty"`
+	// Fraction of matching calls delayed, 0-1; unset means 1.
+	DelayRate *float64 `protobuf:"fixed64,4,opt,name=delay_rate,json=delayRate,proto3,oneof" json:"delay_rate,omitempty"`
+	// Fraction of matching calls failed with status_code, 0-1.
+	ErrorRate float64 `protobuf:"fixed64,5,opt,name=error_rate,json=errorRate,proto3" json:"error_rate,omitempty"`
+	// gRPC status code of failed calls, 1-16; required when error_rate > 0.
+	StatusCode    uint32 `protobuf:"varint,6,opt,name=status_code,json=statusCode,proto3" json:"status_code,omitempty"`
+	StatusMessage string `protobuf:"bytes,7,opt,name=status_message,json=statusMessage,proto3" json:"status_message,omitempty"`
+	// Comma-separated fully-qualified services never faulted, e.g.
+	// "grpc.health.v1.Health,pkg.Admin".
+	Exclude string `protobuf:"bytes,8,opt,name=exclude,proto3" json:"exclude,omitempty"`
+	// Full method names to fault ("/pkg.Service/Method", * wildcards); empty
+	// faults every method.
+	Methods []string `protobuf:"bytes,9,rep,name=methods,proto3" json:"methods,omitempty"`
+	// Request metadata that must all match.
+	Metadata []*HeaderMatch `protobuf:"bytes,10,rep,name=metadata,proto3" json:"metadata,omitempty"`
+	// Reset established connections at the start. Off by default: gRPC
+	// connections carry long-lived streams; new connections get the fault.
+	ResetConnections bool `protobuf:"varint,11,opt,name=reset_connections,json=resetConnections,proto3" json:"reset_connections,omitempty"`
 	unknownFields    protoimpl.UnknownFields
 	sizeCache        protoimpl.SizeCache
 }
 
+func (x *GrpcFault) Reset() {
+	*x = GrpcFault{}
+	mi := &file_faultline_v1_node_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GrpcFault) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GrpcFault) ProtoMessage() {}
+
+func (x *GrpcFault) ProtoReflect() protoreflect.Message {
+	mi := &file_faultline_v1_node_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GrpcFault.ProtoReflect.Descriptor instead.
+func (*GrpcFault) Descriptor() ([]byte, []int) {
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *GrpcFault) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *GrpcFault) GetAverageDelay() *durationpb.Duration {
+	if x != nil {
+		return x.AverageDelay
+	}
+	return nil
+}
+
+func (x *GrpcFault) GetDelayVariation() *durationpb.Duration {
+	if x != nil {
+		return x.DelayVariation
+	}
+	return nil
+}
+
+func (x *GrpcFault) GetDelayRate() float64 {
+	if x != nil && x.DelayRate != nil {
+		return *x.DelayRate
+	}
+	return 0
+}
+
+func (x *GrpcFault) GetErrorRate() float64 {
+	if x != nil {
+		return x.ErrorRate
+	}
+	return 0
+}
+
+func (x *GrpcFault) GetStatusCode() uint32 {
+	if x != nil {
+		return x.StatusCode
+	}
+	return 0
+}
+
+func (x *GrpcFault) GetStatusMessage() string {
+	if x != nil {
+		return x.StatusMessage
+	}
+	return ""
+}
+
+func (x *GrpcFault) GetExclude() string {
+	if x != nil {
+		return x.Exclude
+	}
+	return ""
+}
+
+func (x *GrpcFault) GetMethods() []string {
+	if x != nil {
+		return x.Methods
+	}
+	return nil
+}
+
+func (x *GrpcFault) GetMetadata() []*HeaderMatch {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+func (x *GrpcFault) GetResetConnections() bool {
+	if x != nil {
+		return x.ResetConnections
+	}
+	return false
+}
+
+// NetworkFault drops inbound packets and refuses new TCP connections.
+type NetworkFault struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Destination port; 0 means all ports.
+	Port uint32 `protobuf:"varint,1,opt,name=port,proto3" json:"port,omitempty"`
+	// "tcp", "udp", or empty for all.
+	Protocol string `protobuf:"bytes,2,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	// Fraction of matching inbound packets dropped, 0-1; unset means 1
+	// (xk6-disruptor's injectNetworkFaults drops everything).
+	DropRate *float64 `protobuf:"fixed64,3,opt,name=drop_rate,json=dropRate,proto3,oneof" json:"drop_rate,omitempty"`
+	// Fraction of new TCP connections refused at once with a RST, 0-1.
+	ResetRate     float64 `protobuf:"fixed64,4,opt,name=reset_rate,json=resetRate,proto3" json:"reset_rate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetworkFault) Reset() {
+	*x = NetworkFault{}
+	mi := &file_faultline_v1_node_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetworkFault) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetworkFault) ProtoMessage() {}
+
+func (x *NetworkFault) ProtoReflect() protoreflect.Message {
+	mi := &file_faultline_v1_node_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetworkFault.ProtoReflect.Descriptor instead.
+func (*NetworkFault) Descriptor() ([]byte, []int) {
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *NetworkFault) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *NetworkFault) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+func (x *NetworkFault) GetDropRate() float64 {
+	if x != nil && x.DropRate != nil {
+		return *x.DropRate
+	}
+	return 0
+}
+
+func (x *NetworkFault) GetResetRate() float64 {
+	if x != nil {
+		return x.ResetRate
+	}
+	return 0
+}
+
+type Counters struct {
+	state              protoimpl.MessageState `protogen:"open.v1"`
+	Requests           uint64                 `protobuf:"varint,1,opt,name=requests,proto3" json:"requests,omitempty"`                                               // requests seen
+	Unmatched          uint64                 `protobuf:"varint,2,opt,name=unmatched,proto3" json:"unmatched,omitempty"`                                             // not matched or excluded: untouched
+	Delayed            uint64                 `protobuf:"varint,3,opt,name=delayed,proto3" json:"delayed,omitempty"`                                                 // delayed (errored ones included)
+	Errored            uint64                 `protobuf:"varint,4,opt,name=errored,proto3" json:"errored,omitempty"`                                                 // answered with the injected error
+	UpstreamErrors     uint64                 `protobuf:"varint,5,opt,name=upstream_errors,json=upstreamErrors,proto3" json:"upstream_errors,omitempty"`             // answered 502: the application did not answer
+	ConnectionsReset   uint64                 `protobuf:"varint,6,opt,name=connections_reset,json=connectionsReset,proto3" json:"connections_reset,omitempty"`       // established connections reset at the start
+	PacketsSeen        uint64                 `protobuf:"varint,7,opt,name=packets_seen,json=packetsSeen,proto3" json:"packets_seen,omitempty"`                      // network: inbound packets matching port and protocol
+	PacketsDropped     uint64                 `protobuf:"varint,8,opt,name=packets_dropped,json=packetsDropped,proto3" json:"packets_dropped,omitempty"`             // network
+	ConnectionsRefused uint64                 `protobuf:"varint,9,opt,name=connections_refused,json=connectionsRefused,proto3" json:"connections_refused,omitempty"` // network: new TCP connections refused (reset_rate)
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
 func (x *Counters) Reset() {
 	*x = Counters{}
-	mi := &file_faultline_v1_node_proto_msgTypes[5]
+	mi := &file_faultline_v1_node_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -543,7 +790,7 @@ func (x *Counters) String() string {
 func (*Counters) ProtoMessage() {}
 
 func (x *Counters) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[5]
+	mi := &file_faultline_v1_node_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -556,7 +803,7 @@ func (x *Counters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Counters.ProtoReflect.Descriptor instead.
 func (*Counters) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{5}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Counters) GetRequests() uint64 {
@@ -601,25 +848,47 @@ func (x *Counters) GetConnectionsReset() uint64 {
 	return 0
 }
 
+func (x *Counters) GetPacketsSeen() uint64 {
+	if x != nil {
+		return x.PacketsSeen
+	}
+	return 0
+}
+
+func (x *Counters) GetPacketsDropped() uint64 {
+	if x != nil {
+		return x.PacketsDropped
+	}
+	return 0
+}
+
+func (x *Counters) GetConnectionsRefused() uint64 {
+	if x != nil {
+		return x.ConnectionsRefused
+	}
+	return 0
+}
+
 type FaultStatus struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Id       string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Kind     string                 `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"` // "http"
+	Kind     string                 `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"` // "http", "grpc" or "network"
 	Target   *Target                `protobuf:"bytes,3,opt,name=target,proto3" json:"target,omitempty"`
-	Port     uint32                 `protobuf:"varint,4,opt,name=port,proto3" json:"port,omitempty"`
+	Port     uint32                 `protobuf:"varint,4,opt,name=port,proto3" json:"port,omitempty"` // 0 for a network fault on all ports
 	Started  *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=started,proto3" json:"started,omitempty"`
 	Expires  *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=expires,proto3" json:"expires,omitempty"`
 	Counters *Counters              `protobuf:"bytes,7,opt,name=counters,proto3" json:"counters,omitempty"`
 	// Why the fault ended: expired, revoked, cancelled, shutdown; empty
 	// while it runs.
 	EndReason     string `protobuf:"bytes,8,opt,name=end_reason,json=endReason,proto3" json:"end_reason,omitempty"`
+	Protocol      string `protobuf:"bytes,9,opt,name=protocol,proto3" json:"protocol,omitempty"` // network faults: "tcp", "udp" or "" for all
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FaultStatus) Reset() {
 	*x = FaultStatus{}
-	mi := &file_faultline_v1_node_proto_msgTypes[6]
+	mi := &file_faultline_v1_node_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -631,7 +900,7 @@ func (x *FaultStatus) String() string {
 func (*FaultStatus) ProtoMessage() {}
 
 func (x *FaultStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[6]
+	mi := &file_faultline_v1_node_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -644,7 +913,7 @@ func (x *FaultStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FaultStatus.ProtoReflect.Descriptor instead.
 func (*FaultStatus) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{6}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *FaultStatus) GetId() string {
@@ -703,6 +972,13 @@ func (x *FaultStatus) GetEndReason() string {
 	return ""
 }
 
+func (x *FaultStatus) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
 type InjectResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Fault         *FaultStatus           `protobuf:"bytes,1,opt,name=fault,proto3" json:"fault,omitempty"`
@@ -712,7 +988,7 @@ type InjectResponse struct {
 
 func (x *InjectResponse) Reset() {
 	*x = InjectResponse{}
-	mi := &file_faultline_v1_node_proto_msgTypes[7]
+	mi := &file_faultline_v1_node_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -724,7 +1000,7 @@ func (x *InjectResponse) String() string {
 func (*InjectResponse) ProtoMessage() {}
 
 func (x *InjectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[7]
+	mi := &file_faultline_v1_node_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -737,7 +1013,7 @@ func (x *InjectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InjectResponse.ProtoReflect.Descriptor instead.
 func (*InjectResponse) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{7}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *InjectResponse) GetFault() *FaultStatus {
@@ -755,7 +1031,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_faultline_v1_node_proto_msgTypes[8]
+	mi := &file_faultline_v1_node_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -767,7 +1043,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[8]
+	mi := &file_faultline_v1_node_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -780,7 +1056,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{8}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{10}
 }
 
 type ListResponse struct {
@@ -792,7 +1068,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_faultline_v1_node_proto_msgTypes[9]
+	mi := &file_faultline_v1_node_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -804,7 +1080,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[9]
+	mi := &file_faultline_v1_node_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -817,7 +1093,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{9}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListResponse) GetFaults() []*FaultStatus {
@@ -836,7 +1112,7 @@ type RevokeRequest struct {
 
 func (x *RevokeRequest) Reset() {
 	*x = RevokeRequest{}
-	mi := &file_faultline_v1_node_proto_msgTypes[10]
+	mi := &file_faultline_v1_node_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -848,7 +1124,7 @@ func (x *RevokeRequest) String() string {
 func (*RevokeRequest) ProtoMessage() {}
 
 func (x *RevokeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[10]
+	mi := &file_faultline_v1_node_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -861,7 +1137,7 @@ func (x *RevokeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeRequest.ProtoReflect.Descriptor instead.
 func (*RevokeRequest) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{10}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RevokeRequest) GetId() string {
@@ -880,7 +1156,7 @@ type RevokeResponse struct {
 
 func (x *RevokeResponse) Reset() {
 	*x = RevokeResponse{}
-	mi := &file_faultline_v1_node_proto_msgTypes[11]
+	mi := &file_faultline_v1_node_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -892,7 +1168,7 @@ func (x *RevokeResponse) String() string {
 func (*RevokeResponse) ProtoMessage() {}
 
 func (x *RevokeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[11]
+	mi := &file_faultline_v1_node_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -905,7 +1181,7 @@ func (x *RevokeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeResponse.ProtoReflect.Descriptor instead.
 func (*RevokeResponse) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{11}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RevokeResponse) GetFault() *FaultStatus {
@@ -924,13 +1200,15 @@ const file_faultline_v1_node_proto_rawDesc = "" +
 	"\n" +
 	"netns_path\x18\x01 \x01(\tH\x00R\tnetnsPath\x12\x12\n" +
 	"\x03pid\x18\x02 \x01(\x05H\x00R\x03pidB\x06\n" +
-	"\x04kind\"\xbc\x01\n" +
+	"\x04kind\"\xa3\x02\n" +
 	"\rInjectRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12,\n" +
 	"\x06target\x18\x02 \x01(\v2\x14.faultline.v1.TargetR\x06target\x125\n" +
 	"\bduration\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12-\n" +
 	"\x04http\x18\n" +
-	" \x01(\v2\x17.faultline.v1.HTTPFaultH\x00R\x04httpB\a\n" +
+	" \x01(\v2\x17.faultline.v1.HTTPFaultH\x00R\x04http\x12-\n" +
+	"\x04grpc\x18\v \x01(\v2\x17.faultline.v1.GrpcFaultH\x00R\x04grpc\x126\n" +
+	"\anetwork\x18\f \x01(\v2\x1a.faultline.v1.NetworkFaultH\x00R\anetworkB\a\n" +
 	"\x05fault\"\xf0\x04\n" +
 	"\tHTTPFault\x12\x12\n" +
 	"\x04port\x18\x01 \x01(\rR\x04port\x12>\n" +
@@ -961,14 +1239,42 @@ const file_faultline_v1_node_proto_rawDesc = "" +
 	"\aheaders\x18\x03 \x03(\v2\x19.faultline.v1.HeaderMatchR\aheaders\"7\n" +
 	"\vHeaderMatch\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value\"\xce\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\xd5\x03\n" +
+	"\tGrpcFault\x12\x12\n" +
+	"\x04port\x18\x01 \x01(\rR\x04port\x12>\n" +
+	"\raverage_delay\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\faverageDelay\x12B\n" +
+	"\x0fdelay_variation\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x0edelayVariation\x12\"\n" +
+	"\n" +
+	"delay_rate\x18\x04 \x01(\x01H\x00R\tdelayRate\x88\x01\x01\x12\x1d\n" +
+	"\n" +
+	"error_rate\x18\x05 \x01(\x01R\terrorRate\x12\x1f\n" +
+	"\vstatus_code\x18\x06 \x01(\rR\n" +
+	"statusCode\x12%\n" +
+	"\x0estatus_message\x18\a \x01(\tR\rstatusMessage\x12\x18\n" +
+	"\aexclude\x18\b \x01(\tR\aexclude\x12\x18\n" +
+	"\amethods\x18\t \x03(\tR\amethods\x125\n" +
+	"\bmetadata\x18\n" +
+	" \x03(\v2\x19.faultline.v1.HeaderMatchR\bmetadata\x12+\n" +
+	"\x11reset_connections\x18\v \x01(\bR\x10resetConnectionsB\r\n" +
+	"\v_delay_rate\"\x8d\x01\n" +
+	"\fNetworkFault\x12\x12\n" +
+	"\x04port\x18\x01 \x01(\rR\x04port\x12\x1a\n" +
+	"\bprotocol\x18\x02 \x01(\tR\bprotocol\x12 \n" +
+	"\tdrop_rate\x18\x03 \x01(\x01H\x00R\bdropRate\x88\x01\x01\x12\x1d\n" +
+	"\n" +
+	"reset_rate\x18\x04 \x01(\x01R\tresetRateB\f\n" +
+	"\n" +
+	"_drop_rate\"\xcb\x02\n" +
 	"\bCounters\x12\x1a\n" +
 	"\brequests\x18\x01 \x01(\x04R\brequests\x12\x1c\n" +
 	"\tunmatched\x18\x02 \x01(\x04R\tunmatched\x12\x18\n" +
 	"\adelayed\x18\x03 \x01(\x04R\adelayed\x12\x18\n" +
 	"\aerrored\x18\x04 \x01(\x04R\aerrored\x12'\n" +
 	"\x0fupstream_errors\x18\x05 \x01(\x04R\x0eupstreamErrors\x12+\n" +
-	"\x11connections_reset\x18\x06 \x01(\x04R\x10connectionsReset\"\xb2\x02\n" +
+	"\x11connections_reset\x18\x06 \x01(\x04R\x10connectionsReset\x12!\n" +
+	"\fpackets_seen\x18\a \x01(\x04R\vpacketsSeen\x12'\n" +
+	"\x0fpackets_dropped\x18\b \x01(\x04R\x0epacketsDropped\x12/\n" +
+	"\x13connections_refused\x18\t \x01(\x04R\x12connectionsRefused\"\xce\x02\n" +
 	"\vFaultStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12,\n" +
@@ -978,7 +1284,8 @@ const file_faultline_v1_node_proto_rawDesc = "" +
 	"\aexpires\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\aexpires\x122\n" +
 	"\bcounters\x18\a \x01(\v2\x16.faultline.v1.CountersR\bcounters\x12\x1d\n" +
 	"\n" +
-	"end_reason\x18\b \x01(\tR\tendReason\"A\n" +
+	"end_reason\x18\b \x01(\tR\tendReason\x12\x1a\n" +
+	"\bprotocol\x18\t \x01(\tR\bprotocol\"A\n" +
 	"\x0eInjectResponse\x12/\n" +
 	"\x05fault\x18\x01 \x01(\v2\x19.faultline.v1.FaultStatusR\x05fault\"\r\n" +
 	"\vListRequest\"A\n" +
@@ -1010,7 +1317,7 @@ func file_faultline_v1_node_proto_rawDescGZIP() []byte {
 }
 
 var file_faultline_v1_node_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_faultline_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_faultline_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_faultline_v1_node_proto_goTypes = []any{
 	(DelayMode)(0),                // 0: faultline.v1.DelayMode
 	(*Target)(nil),                // 1: faultline.v1.Target
@@ -1018,45 +1325,52 @@ var file_faultline_v1_node_proto_goTypes = []any{
 	(*HTTPFault)(nil),             // 3: faultline.v1.HTTPFault
 	(*HTTPMatch)(nil),             // 4: faultline.v1.HTTPMatch
 	(*HeaderMatch)(nil),           // 5: faultline.v1.HeaderMatch
-	(*Counters)(nil),              // 6: faultline.v1.Counters
-	(*FaultStatus)(nil),           // 7: faultline.v1.FaultStatus
-	(*InjectResponse)(nil),        // 8: faultline.v1.InjectResponse
-	(*ListRequest)(nil),           // 9: faultline.v1.ListRequest
-	(*ListResponse)(nil),          // 10: faultline.v1.ListResponse
-	(*RevokeRequest)(nil),         // 11: faultline.v1.RevokeRequest
-	(*RevokeResponse)(nil),        // 12: faultline.v1.RevokeResponse
-	nil,                           // 13: faultline.v1.HTTPFault.ErrorHeadersEntry
-	(*durationpb.Duration)(nil),   // 14: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
+	(*GrpcFault)(nil),             // 6: faultline.v1.GrpcFault
+	(*NetworkFault)(nil),          // 7: faultline.v1.NetworkFault
+	(*Counters)(nil),              // 8: faultline.v1.Counters
+	(*FaultStatus)(nil),           // 9: faultline.v1.FaultStatus
+	(*InjectResponse)(nil),        // 10: faultline.v1.InjectResponse
+	(*ListRequest)(nil),           // 11: faultline.v1.ListRequest
+	(*ListResponse)(nil),          // 12: faultline.v1.ListResponse
+	(*RevokeRequest)(nil),         // 13: faultline.v1.RevokeRequest
+	(*RevokeResponse)(nil),        // 14: faultline.v1.RevokeResponse
+	nil,                           // 15: faultline.v1.HTTPFault.ErrorHeadersEntry
+	(*durationpb.Duration)(nil),   // 16: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
 }
 var file_faultline_v1_node_proto_depIdxs = []int32{
 	1,  // 0: faultline.v1.InjectRequest.target:type_name -> faultline.v1.Target
-	14, // 1: faultline.v1.InjectRequest.duration:type_name -> google.protobuf.Duration
+	16, // 1: faultline.v1.InjectRequest.duration:type_name -> google.protobuf.Duration
 	3,  // 2: faultline.v1.InjectRequest.http:type_name -> faultline.v1.HTTPFault
-	14, // 3: faultline.v1.HTTPFault.average_delay:type_name -> google.protobuf.Duration
-	14, // 4: faultline.v1.HTTPFault.delay_variation:type_name -> google.protobuf.Duration
-	13, // 5: faultline.v1.HTTPFault.error_headers:type_name -> faultline.v1.HTTPFault.ErrorHeadersEntry
-	4,  // 6: faultline.v1.HTTPFault.match:type_name -> faultline.v1.HTTPMatch
-	0,  // 7: faultline.v1.HTTPFault.delay_mode:type_name -> faultline.v1.DelayMode
-	5,  // 8: faultline.v1.HTTPMatch.headers:type_name -> faultline.v1.HeaderMatch
-	1,  // 9: faultline.v1.FaultStatus.target:type_name -> faultline.v1.Target
-	15, // 10: faultline.v1.FaultStatus.started:type_name -> google.protobuf.Timestamp
-	15, // 11: faultline.v1.FaultStatus.expires:type_name -> google.protobuf.Timestamp
-	6,  // 12: faultline.v1.FaultStatus.counters:type_name -> faultline.v1.Counters
-	7,  // 13: faultline.v1.InjectResponse.fault:type_name -> faultline.v1.FaultStatus
-	7,  // 14: faultline.v1.ListResponse.faults:type_name -> faultline.v1.FaultStatus
-	7,  // 15: faultline.v1.RevokeResponse.fault:type_name -> faultline.v1.FaultStatus
-	2,  // 16: faultline.v1.Node.Inject:input_type -> faultline.v1.InjectRequest
-	9,  // 17: faultline.v1.Node.List:input_type -> faultline.v1.ListRequest
-	11, // 18: faultline.v1.Node.Revoke:input_type -> faultline.v1.RevokeRequest
-	8,  // 19: faultline.v1.Node.Inject:output_type -> faultline.v1.InjectResponse
-	10, // 20: faultline.v1.Node.List:output_type -> faultline.v1.ListResponse
-	12, // 21: faultline.v1.Node.Revoke:output_type -> faultline.v1.RevokeResponse
-	19, // [19:22] is the sub-list for method output_type
-	16, // [16:19] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	6,  // 3: faultline.v1.InjectRequest.grpc:type_name -> faultline.v1.GrpcFault
+	7,  // 4: faultline.v1.InjectRequest.network:type_name -> faultline.v1.NetworkFault
+	16, // 5: faultline.v1.HTTPFault.average_delay:type_name -> google.protobuf.Duration
+	16, // 6: faultline.v1.HTTPFault.delay_variation:type_name -> google.protobuf.Duration
+	15, // 7: faultline.v1.HTTPFault.error_headers:type_name -> faultline.v1.HTTPFault.ErrorHeadersEntry
+	4,  // 8: faultline.v1.HTTPFault.match:type_name -> faultline.v1.HTTPMatch
+	0,  // 9: faultline.v1.HTTPFault.delay_mode:type_name -> faultline.v1.DelayMode
+	5,  // 10: faultline.v1.HTTPMatch.headers:type_name -> faultline.v1.HeaderMatch
+	16, // 11: faultline.v1.GrpcFault.average_delay:type_name -> google.protobuf.Duration
+	16, // 12: faultline.v1.GrpcFault.delay_variation:type_name -> google.protobuf.Duration
+	5,  // 13: faultline.v1.GrpcFault.metadata:type_name -> faultline.v1.HeaderMatch
+	1,  // 14: faultline.v1.FaultStatus.target:type_name -> faultline.v1.Target
+	17, // 15: faultline.v1.FaultStatus.started:type_name -> google.protobuf.Timestamp
+	17, // 16: faultline.v1.FaultStatus.expires:type_name -> google.protobuf.Timestamp
+	8,  // 17: faultline.v1.FaultStatus.counters:type_name -> faultline.v1.Counters
+	9,  // 18: faultline.v1.InjectResponse.fault:type_name -> faultline.v1.FaultStatus
+	9,  // 19: faultline.v1.ListResponse.faults:type_name -> faultline.v1.FaultStatus
+	9,  // 20: faultline.v1.RevokeResponse.fault:type_name -> faultline.v1.FaultStatus
+	2,  // 21: faultline.v1.Node.Inject:input_type -> faultline.v1.InjectRequest
+	11, // 22: faultline.v1.Node.List:input_type -> faultline.v1.ListRequest
+	13, // 23: faultline.v1.Node.Revoke:input_type -> faultline.v1.RevokeRequest
+	10, // 24: faultline.v1.Node.Inject:output_type -> faultline.v1.InjectResponse
+	12, // 25: faultline.v1.Node.List:output_type -> faultline.v1.ListResponse
+	14, // 26: faultline.v1.Node.Revoke:output_type -> faultline.v1.RevokeResponse
+	24, // [24:27] is the sub-list for method output_type
+	21, // [21:24] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_faultline_v1_node_proto_init() }
@@ -1070,15 +1384,19 @@ func file_faultline_v1_node_proto_init() {
 	}
 	file_faultline_v1_node_proto_msgTypes[1].OneofWrappers = []any{
 		(*InjectRequest_Http)(nil),
+		(*InjectRequest_Grpc)(nil),
+		(*InjectRequest_Network)(nil),
 	}
 	file_faultline_v1_node_proto_msgTypes[2].OneofWrappers = []any{}
+	file_faultline_v1_node_proto_msgTypes[5].OneofWrappers = []any{}
+	file_faultline_v1_node_proto_msgTypes[6].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_faultline_v1_node_proto_rawDesc), len(file_faultline_v1_node_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   13,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
