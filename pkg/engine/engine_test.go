@@ -48,7 +48,10 @@ func newWorldWith(t *testing.T, h http.Handler) *world {
 		if h != nil && port == "8080" {
 			handler = h
 		}
-		srv := &http.Server{Handler: handler}
+		var protos http.Protocols
+		protos.SetHTTP1(true)
+		protos.SetUnencryptedHTTP2(true) // h2c with prior knowledge, for the HTTP/2 tests
+		srv := &http.Server{Handler: handler, Protocols: &protos}
 		go srv.Serve(w.pod.Listen(t, "tcp", ":"+port))
 		t.Cleanup(func() { srv.Close() })
 	}

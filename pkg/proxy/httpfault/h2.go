@@ -185,10 +185,18 @@ func (p *Proxy) serveH2(w http.ResponseWriter, r *http.Request) {
 		w.Header()[k] = vs
 	}
 	w.WriteHeader(resp.StatusCode)
-	rc := http.NewResponseController(w)
-	_ = rc.Flush()
-	if err := copyFlushing(w, rc, resp.Body); err != nil {
-		panic(http.ErrAbortHandler) // reset the stream: the client must not see a clean end
+	if resp.ContentLength == 0 {
+		// No body (a 204, a trailers-only gRPC status): no flush, so the
+		// headers end the stream as the application's did.
+		if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+			panic(http.ErrAbortHandler)
+		}
+	} else {
+		rc := http.NewResponseController(w)
+		_ = rc.Flush() // headers now: a stream's first message may be long in coming
+		if err := copyFlushing(w, rc, resp.Body); err != nil {
+			panic(http.ErrAbortHandler) // reset the stream: the client must not see a clean end
+		}
 	}
 	for k, vs := range resp.Trailer {
 		w.Header()[http.TrailerPrefix+k] = vs
