@@ -50,3 +50,36 @@ func LivePrograms(tb testing.TB, ids []ebpf.ProgramID) []ebpf.ProgramID {
 	}
 	return live
 }
+
+// ProgramsNamed returns the IDs of loaded programs whose name is one of
+// names. Compare a snapshot taken before an action with one after it to
+// find the programs the action loaded.
+func ProgramsNamed(tb testing.TB, names ...string) map[ebpf.ProgramID]bool {
+	tb.Helper()
+	out := map[ebpf.ProgramID]bool{}
+	var id ebpf.ProgramID
+	for {
+		next, err := ebpf.ProgramGetNextID(id)
+		if errors.Is(err, os.ErrNotExist) {
+			return out
+		}
+		if err != nil {
+			tb.Fatalf("iterate programs: %v", err)
+		}
+		id = next
+		p, err := ebpf.NewProgramFromID(id)
+		if err != nil {
+			continue // gone meanwhile
+		}
+		info, err := p.Info()
+		p.Close()
+		if err != nil {
+			continue
+		}
+		for _, n := range names {
+			if info.Name == n {
+				out[id] = true
+			}
+		}
+	}
+}

@@ -28,6 +28,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/faultline-dev/faultline/internal/netnstest"
@@ -50,11 +51,23 @@ func TestMain(m *testing.M) {
 // runApp is the application process: a plain net/http server.
 func runApp(path string) {
 	ln, _ := listenIn(path, ":8080")
+	gln, _ := listenIn(path, ":9000")
+	gs := grpc.NewServer()
+	testpb.RegisterTestServiceServer(gs, echoService{})
+	go gs.Serve(gln)
 	body := []byte("hello from the app\n")
 	http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		w.Write(body)
 	}))
+}
+
+type echoService struct {
+	testpb.UnimplementedTestServiceServer
+}
+
+func (echoService) UnaryCall(_ context.Context, req *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
+	return &testpb.SimpleResponse{Payload: req.GetPayload()}, nil
 }
 
 // runL4 is the reference a user-space proxy cannot beat: a plain L4
@@ -135,12 +148,18 @@ func TestBenchTable(t *testing.T) {
 			Duration: durationpb.New(time.Hour),
 			Fault:    &pb.InjectRequest_Http{Http: &pb.HTTPFault{Port: 8080}},
 		})
-		waitFault(t, api)
+		go api.Inject(ctx, &pb.InjectRequest{
+			Target:   &pb.Target{Kind: &pb.Target_NetnsPath{NetnsPath: pod.Path}},
+			Duration: durationpb.New(time.Hour),
+			Fault:    &pb.InjectRequest_Grpc{Grpc: &pb.GrpcFault{Port: 9000}},
+		})
+		waitFault(t, api, 2)
 	}
 	defer setProxy(false)
 
 	wrk, _ := exec.LookPath("wrk")
-	type sample struct{ ka, close, p50, p99 []float64 }
+	grpcAddr := netip.AddrPortFrom(pod.Addr, 9000).String()
+	type sample struct{ ka, close, p50, p99, grpc []float64 }
 	res := map[string]*sample{"direct": {}, "proxied": {}, "l4": {}}
 	for r := 0; r < rounds; r++ {
 		for _, mode := range []string{"direct", "proxied", "l4"} {
@@ -155,6 +174,9 @@ func TestBenchTable(t *testing.T) {
 			p50, p99 := latency(t, client, u, 2000)
 			s.p50 = append(s.p50, p50)
 			s.p99 = append(s.p99, p99)
+			if mode != "l4" {
+				s.grpc = append(s.grpc, grpcLoad(t, client, grpcAddr))
+			}
 			setProxy(false)
 		}
 	}
@@ -176,6 +198,7 @@ func TestBenchTable(t *testing.T) {
 	}
 	lat("p50 latency, sequential keep-alive", median(d.p50), median(p.p50), median(l4.p50))
 	lat("p99 latency, sequential keep-alive", median(d.p99), median(p.p99), median(l4.p99))
+	fmt.Printf("| %-34s | %10.0f | %8.0f (%5.1f%%) | %17s |\n", "gRPC unary calls/s (1 conn, 50 streams)", median(d.grpc), median(p.grpc), 100*median(p.grpc)/median(d.grpc), "-")
 	fmt.Println()
 }
 
@@ -216,9 +239,9 @@ func dialNode(t *testing.T, socket string) pb.NodeClient {
 	return pb.NewNodeClient(conn)
 }
 
-func waitFault(t *testing.T, api pb.NodeClient) {
+func waitFault(t *testing.T, api pb.NodeClient, n int) {
 	for i := 0; i < 200; i++ {
-		if l, err := api.List(context.Background(), &pb.ListRequest{}); err == nil && len(l.GetFaults()) == 1 {
+		if l, err := api.List(context.Background(), &pb.ListRequest{}); err == nil && len(l.GetFaults()) == n {
 			return
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -336,4 +359,40 @@ func median(v []float64) float64 {
 	s := slices.Clone(v)
 	slices.Sort(s)
 	return s[len(s)/2]
+}
+
+// grpcLoad returns unary calls per second over 3s: 50 concurrent callers
+// on one connection, as a typical gRPC client multiplexes.
+func grpcLoad(t *testing.T, h *netnstest.Host, addr string) float64 {
+	t.Helper()
+	dial := h.Dial()
+	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) { return dial(ctx, "tcp", a) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	c := testpb.NewTestServiceClient(cc)
+	req := &testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte("hello")}}
+	if _, err := c.UnaryCall(context.Background(), req); err != nil {
+		t.Fatalf("grpc warm-up: %v", err)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	counts := make(chan int, 50)
+	for range 50 {
+		go func() {
+			n := 0
+			for time.Now().Before(deadline) {
+				if _, err := c.UnaryCall(context.Background(), req); err == nil {
+					n++
+				}
+			}
+			counts <- n
+		}()
+	}
+	total := 0
+	for range 50 {
+		total += <-counts
+	}
+	return float64(total) / 3
 }
