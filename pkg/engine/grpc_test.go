@@ -457,4 +457,3 @@ func TestGRPCStreamOpenedBeforeFaultKeepsWorking(t *testing.T) {
 	echo(100)
 	bs.CloseSend()
 }
-

@@ -212,4 +212,3 @@ func TestCLIInjectNetworkAndGRPC(t *testing.T) {
 		}
 	}
 }
-

@@ -2,8 +2,6 @@ package httpfault
 
 import (
 	"fmt"
-	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -111,26 +109,6 @@ func glob(p, s string) bool {
 		}
 	}
 	return false
-}
-
-// isGRPC reports whether an HTTP/2 request is a gRPC call.
-func isGRPC(r *http.Request) bool {
-	ct := r.Header.Get("Content-Type")
-	return ct == "application/grpc" || strings.HasPrefix(ct, "application/grpc+") || strings.HasPrefix(ct, "application/grpc;")
-}
-
-// writeGRPCStatus answers a call with a trailers-only response: HTTP 200,
-// one HEADERS frame ending the stream, carrying grpc-status and the
-// percent-encoded grpc-message, which every gRPC client decodes as the
-// call's status.
-func writeGRPCStatus(w http.ResponseWriter, code int, msg string) {
-	h := w.Header()
-	h.Set("Content-Type", "application/grpc")
-	h.Set("Grpc-Status", strconv.Itoa(code))
-	if msg != "" {
-		h.Set("Grpc-Message", percentEncode(msg))
-	}
-	w.WriteHeader(http.StatusOK)
 }
 
 // percentEncode encodes a grpc-message as the gRPC HTTP/2 spec says: bytes

@@ -52,9 +52,6 @@ type Proxy struct {
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
 	wg        sync.WaitGroup
-
-	h2ln  *h2Listener
-	h2srv *http.Server
 }
 
 // dialTimeout bounds a connection attempt to the application.
@@ -72,7 +69,6 @@ func (p *Proxy) init() {
 		if p.Logger == nil {
 			p.Logger = slog.New(slog.DiscardHandler)
 		}
-		p.startH2()
 	})
 }
 
@@ -158,29 +154,31 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		if c.idle.Load() {
 			c.closeAll()
 		}
+		c.upMu.Lock()
+		if c.relay != nil {
+			// HTTP/2 gets a GOAWAY; the connection closes once its
+			// streams are done.
+			c.relay.shutdown()
+			go c.closeWhenDrained(ctx)
+		}
+		c.upMu.Unlock()
 	}
 	p.mu.Unlock()
-	// HTTP/2 connections get a GOAWAY: streams in flight finish.
-	h2done := make(chan struct{})
-	go func() { _ = p.h2srv.Shutdown(ctx); p.h2ln.Close(); close(h2done) }()
 
 	done := make(chan struct{})
 	go func() { p.wg.Wait(); close(done) }()
 	select {
 	case <-done:
 		p.kill()
-		<-h2done
 		return nil
 	case <-ctx.Done():
 		p.kill()
-		p.h2srv.Close()
 		p.mu.Lock()
 		for c := range p.conns {
 			c.closeAll()
 		}
 		p.mu.Unlock()
 		<-done
-		<-h2done
 		return ctx.Err()
 	}
 }
@@ -213,11 +211,21 @@ type conn struct {
 	bw   *bufio.Writer
 	idle atomic.Bool // between requests, after at least one
 
-	upMu sync.Mutex
-	up   net.Conn
-	upbr *bufio.Reader
-	upbw *bufio.Writer
-	h2up *http.Transport // HTTP/2 connections only
+	upMu  sync.Mutex
+	up    net.Conn
+	upbr  *bufio.Reader
+	upbw  *bufio.Writer
+	relay *h2relay // HTTP/2 connections only
+}
+
+// closeWhenDrained closes an HTTP/2 connection once its relay has no
+// stream left, or when ctx ends.
+func (c *conn) closeWhenDrained(ctx context.Context) {
+	select {
+	case <-c.relay.drained:
+	case <-ctx.Done():
+	}
+	c.closeAll()
 }
 
 // h2Preface starts every cleartext HTTP/2 connection with prior knowledge.
@@ -586,9 +594,6 @@ func (c *conn) closeAll() {
 	c.upMu.Lock()
 	if c.up != nil {
 		c.up.Close()
-	}
-	if c.h2up != nil {
-		c.h2up.CloseIdleConnections()
 	}
 	c.upMu.Unlock()
 }
