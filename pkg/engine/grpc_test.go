@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -105,6 +106,7 @@ func (testService) FullDuplexCall(s grpc.BidiStreamingServer[testpb.StreamingOut
 type grpcWorld struct {
 	*world
 	addr string
+	srv  *grpc.Server
 }
 
 func newGRPCWorld(t *testing.T) *grpcWorld {
@@ -116,7 +118,7 @@ func newGRPCWorld(t *testing.T) *grpcWorld {
 	reflection.Register(srv)
 	go srv.Serve(w.pod.Listen(t, "tcp", ":9000"))
 	t.Cleanup(srv.Stop)
-	return &grpcWorld{world: w, addr: netip.AddrPortFrom(w.pod.Addr, 9000).String()}
+	return &grpcWorld{world: w, addr: netip.AddrPortFrom(w.pod.Addr, 9000).String(), srv: srv}
 }
 
 // conn opens one gRPC connection (one HTTP/2 connection) from the client.
@@ -456,4 +458,84 @@ func TestGRPCStreamOpenedBeforeFaultKeepsWorking(t *testing.T) {
 	f.Stop(engine.ReasonRevoked)
 	echo(100)
 	bs.CloseSend()
+}
+
+// goAwayObservation opens a bidi stream, gracefully stops the server (a
+// GOAWAY), and records what the client sees: the open stream finishes,
+// a new call fails.
+func goAwayObservation(t *testing.T, w *grpcWorld) string {
+	t.Helper()
+	c := testpb.NewTestServiceClient(w.conn(t))
+	bs, err := c.FullDuplexCall(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs.Send(&testpb.StreamingOutputCallRequest{Payload: seq(1)})
+	if _, err := bs.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := make(chan struct{})
+	go func() { w.srv.GracefulStop(); close(stopped) }()
+	time.Sleep(200 * time.Millisecond) // the GOAWAY is out; the stream is still open
+	var out []string
+	for i := 2; i < 5; i++ {
+		if err := bs.Send(&testpb.StreamingOutputCallRequest{Payload: seq(i)}); err != nil {
+			t.Fatalf("send on the open stream after GOAWAY: %v", err)
+		}
+		m, err := bs.Recv()
+		out = append(out, fmt.Sprint(seqOf(m.GetPayload()), err))
+	}
+	bs.CloseSend()
+	_, err = bs.Recv()
+	out = append(out, fmt.Sprint("end:", err))
+	<-stopped
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	out = append(out, fmt.Sprint("new call:", status.Code(unary(ctx, c, 9))))
+	return strings.Join(out, " ")
+}
+
+func TestGRPCGoAwayAsWithoutProxy(t *testing.T) {
+	direct := goAwayObservation(t, newGRPCWorld(t))
+	w := newGRPCWorld(t)
+	w.startGRPC(t, httpfault.GRPCFault{})
+	proxied := goAwayObservation(t, w)
+	if direct != proxied {
+		t.Errorf("GOAWAY differs:\n direct:  %s\n proxied: %s", direct, proxied)
+	}
+	t.Log(proxied)
+}
+
+func TestGRPCFaultEndDrainsOpenStream(t *testing.T) {
+	w := newGRPCWorld(t)
+	f := w.startGRPC(t, httpfault.GRPCFault{})
+	c := testpb.NewTestServiceClient(w.conn(t))
+	bs, err := c.FullDuplexCall(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs.Send(&testpb.StreamingOutputCallRequest{Payload: seq(1)})
+	bs.Recv()
+	stopped := make(chan struct{})
+	go func() { f.Stop(engine.ReasonRevoked); close(stopped) }()
+	time.Sleep(100 * time.Millisecond)
+	// The proxied stream still works during the drain...
+	if err := bs.Send(&testpb.StreamingOutputCallRequest{Payload: seq(2)}); err != nil {
+		t.Fatalf("send during drain: %v", err)
+	}
+	if m, err := bs.Recv(); err != nil || seqOf(m.GetPayload()) != 2 {
+		t.Fatalf("recv during drain: %v %v", m, err)
+	}
+	bs.CloseSend()
+	if _, err := bs.Recv(); err != io.EOF {
+		t.Errorf("stream end: %v", err)
+	}
+	<-stopped
+	// ...and new calls go direct.
+	if err := unary(context.Background(), c, 3); err != nil {
+		t.Errorf("after the fault: %v", err)
+	}
+	if n := f.Status().Counters.Requests; n != 1 {
+		t.Errorf("proxy saw %d calls, want the 1 stream", n)
+	}
 }
