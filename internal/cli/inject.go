@@ -24,11 +24,15 @@ func newCmdInject(g *globals) *cobra.Command {
 	return cmd
 }
 
-// targetParams are the flags every inject subcommand shares.
+// targetParams are the flags every inject subcommand shares: a target
+// given directly (--netns, --pid, through the local faultlined) or by
+// selector (--selector, --namespace, --service, through a gateway).
 type targetParams struct {
 	id, netns string
 	pid       int32
 	duration  time.Duration
+	sel       selectorParams
+	local     localParams
 }
 
 func (p *targetParams) bind(f *pflag.FlagSet) {
@@ -36,20 +40,34 @@ func (p *targetParams) bind(f *pflag.FlagSet) {
 	f.StringVar(&p.netns, "netns", "", "target network namespace path, e.g. /run/netns/NAME")
 	f.Int32Var(&p.pid, "pid", 0, "target process; its network namespace is used")
 	f.DurationVar(&p.duration, "duration", 0, "how long the fault lasts, at least 1s (required)")
+	p.sel.bind(f)
+	p.local.bind(f)
+}
+
+// run sends the request to faultlined, or to a gateway when the targets
+// are given by selector.
+func (p *targetParams) run(ctx context.Context, g *globals, req *pb.InjectRequest) error {
+	if p.sel.given() {
+		return g.injectVia(ctx, &p.local, &p.sel, req)
+	}
+	return g.inject(ctx, req)
 }
 
 // request builds the request around a fault, checking the shared flags.
 func (p *targetParams) request() (*pb.InjectRequest, error) {
 	req := &pb.InjectRequest{Id: p.id, Duration: durationpb.New(p.duration)}
 	switch {
+	case (p.netns != "" || p.pid != 0) && p.sel.given():
+		return nil, usagef("give --netns/--pid or --selector/--namespace/--service, not both")
 	case p.netns != "" && p.pid != 0:
 		return nil, usagef("give --netns or --pid, not both")
 	case p.netns != "":
 		req.Target = &pb.Target{Kind: &pb.Target_NetnsPath{NetnsPath: p.netns}}
 	case p.pid != 0:
 		req.Target = &pb.Target{Kind: &pb.Target_Pid{Pid: p.pid}}
+	case p.sel.given():
 	default:
-		return nil, usagef("give a target with --netns PATH or --pid N")
+		return nil, usagef("give a target with --netns PATH, --pid N, --selector, --namespace or --service")
 	}
 	if p.duration == 0 {
 		return nil, usagef("--duration is required, e.g. --duration 30s")
@@ -101,7 +119,7 @@ Examples:
 			if err != nil {
 				return err
 			}
-			return g.inject(cmd.Context(), req)
+			return p.run(cmd.Context(), g, req)
 		},
 	}
 	f := cmd.Flags()
@@ -128,7 +146,7 @@ func (p *httpParams) request() (*pb.InjectRequest, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkPort(p.port, false); err != nil {
+	if err := checkPort(p.port, p.sel.given()); err != nil {
 		return nil, err
 	}
 	if p.errorCode < 0 {

@@ -44,7 +44,7 @@ Examples:
 			if err != nil {
 				return err
 			}
-			return g.inject(cmd.Context(), req)
+			return p.run(cmd.Context(), g, req)
 		},
 	}
 	f := cmd.Flags()
@@ -68,7 +68,7 @@ func (p *grpcParams) request() (*pb.InjectRequest, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkPort(p.port, false); err != nil {
+	if err := checkPort(p.port, p.sel.given()); err != nil {
 		return nil, err
 	}
 	if p.statusCode < 0 {

@@ -34,7 +34,7 @@ Examples:
 			if err != nil {
 				return err
 			}
-			return g.inject(cmd.Context(), req)
+			return p.run(cmd.Context(), g, req)
 		},
 	}
 	f := cmd.Flags()

@@ -3,9 +3,12 @@
 package cli
 
 import (
+	"time"
+
 	"context"
 	"errors"
 	"fmt"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"io"
 	"os"
 	"os/signal"
@@ -50,7 +53,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	root.PersistentFlags().StringVar(&g.socket, "socket", envOr("FAULTLINE_SOCKET", "/run/faultline/faultlined.sock"), "faultlined's unix socket (env FAULTLINE_SOCKET)")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newCmdInject(g), newCmdList(g), newCmdRevoke(g))
+	root.AddCommand(newCmdInject(g), newCmdList(g), newCmdRevoke(g), newCmdGateway(g), newCmdRun(g), newCmdTargets(g), newCmdTerminate(g))
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
@@ -63,6 +66,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	}
 	if errors.Is(err, errInterrupted) {
 		return 130
+	}
+	var ee exitError
+	if errors.As(err, &ee) {
+		return ee.code
 	}
 	fmt.Fprintln(stderr, "faultline: "+oneLine(message(err)))
 	var ue usageError
@@ -112,4 +119,12 @@ func envOr(name, def string) string {
 		return v
 	}
 	return def
+}
+
+func parseDuration(flag, s string) (*durationpb.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return nil, usagef("%s: %v", flag, err)
+	}
+	return durationpb.New(d), nil
 }

@@ -146,6 +146,7 @@ type Status struct {
 	Started   time.Time
 	Expires   time.Time
 	Counters  Counters
+	Ready     bool   // set up and active (or ended)
 	EndReason Reason // empty while running
 }
 
@@ -379,14 +380,12 @@ func (e *Engine) Get(id string) (*Fault, error) {
 	return f, nil
 }
 
-// List returns the running faults, oldest first.
+// List returns the running faults, and those still starting, oldest first.
 func (e *Engine) List() []Status {
 	e.mu.Lock()
 	fs := make([]*Fault, 0, len(e.faults))
 	for _, f := range e.faults {
-		if f.ready {
-			fs = append(fs, f)
-		}
+		fs = append(fs, f)
 	}
 	e.mu.Unlock()
 	out := make([]Status, 0, len(fs))
@@ -626,11 +625,17 @@ func (f *Fault) Status() Status {
 		ID: f.spec.ID, Kind: f.spec.Kind(), Target: f.spec.Target, Netns: f.claim.ns, Port: f.claim.port,
 		Protocol: f.claim.protocol, Started: f.started, Expires: f.expires,
 	}
+	f.e.mu.Lock()
+	ready := f.ready
+	f.e.mu.Unlock()
+	st.Ready = ready
 	select {
 	case <-f.done:
 		st.Counters, st.EndReason = f.final, f.reason
 	default:
-		st.Counters = f.impl.counters()
+		if ready {
+			st.Counters = f.impl.counters()
+		}
 	}
 	return st
 }

@@ -194,6 +194,7 @@ func StatusToProto(st engine.Status) *pb.FaultStatus {
 		},
 		EndReason: string(st.EndReason),
 		Protocol:  st.Protocol,
+		Ready:     st.Ready,
 	}
 	return out
 }

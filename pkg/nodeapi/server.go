@@ -29,6 +29,9 @@ func (s *Server) Inject(ctx context.Context, req *pb.InjectRequest) (*pb.InjectR
 	if err != nil {
 		return nil, err
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, err // the caller is gone: start nothing
+	}
 	f, err := s.Engine.Start(spec)
 	if err != nil {
 		return nil, err

@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -23,22 +22,19 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/faultline-dev/faultline/internal/netnstest"
+	"github.com/faultline-dev/faultline/internal/proctest"
 	pb "github.com/faultline-dev/faultline/proto/faultline/v1"
 )
 
 var binDir string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "faultline-bin-")
+	dir, err := proctest.Build("../../cmd/faultlined", "../../cmd/faultline")
 	if err != nil {
-		panic(err)
-	}
-	binDir = dir
-	out, err := exec.Command("go", "build", "-o", dir+"/", "../../cmd/faultlined", "../../cmd/faultline").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	binDir = dir
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
@@ -65,26 +61,8 @@ func newNode(t *testing.T) *node {
 	nd.url = "http://" + netip.AddrPortFrom(nd.pod.Addr, 8080).String() + "/"
 	nd.http = &http.Client{Transport: &http.Transport{DialContext: nd.client.Dial(), DisableKeepAlives: true}, Timeout: 10 * time.Second}
 
-	nd.socket = filepath.Join(t.TempDir(), "faultlined.sock")
-	nd.daemon = exec.Command(filepath.Join(binDir, "faultlined"), "--socket", nd.socket, "--log-level", "debug")
-	nd.daemon.Stderr = testWriter{t}
-	if err := nd.daemon.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		nd.daemon.Process.Kill()
-		nd.daemon.Wait()
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := os.Stat(nd.socket); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("faultlined did not create its socket")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	d := proctest.StartFaultlined(t, binDir)
+	nd.socket, nd.daemon = d.Socket, d.Cmd
 	conn, err := grpc.NewClient("unix://"+nd.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -92,13 +70,6 @@ func newNode(t *testing.T) *node {
 	t.Cleanup(func() { conn.Close() })
 	nd.api = pb.NewNodeClient(conn)
 	return nd
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Logf("faultlined: %s", strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }
 
 // get returns the status of one request on a new connection.

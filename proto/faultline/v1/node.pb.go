@@ -880,8 +880,10 @@ type FaultStatus struct {
 	Counters *Counters              `protobuf:"bytes,7,opt,name=counters,proto3" json:"counters,omitempty"`
 	// Why the fault ended: expired, revoked, cancelled, shutdown; empty
 	// while it runs.
-	EndReason     string `protobuf:"bytes,8,opt,name=end_reason,json=endReason,proto3" json:"end_reason,omitempty"`
-	Protocol      string `protobuf:"bytes,9,opt,name=protocol,proto3" json:"protocol,omitempty"` // network faults: "tcp", "udp" or "" for all
+	EndReason string `protobuf:"bytes,8,opt,name=end_reason,json=endReason,proto3" json:"end_reason,omitempty"`
+	Protocol  string `protobuf:"bytes,9,opt,name=protocol,proto3" json:"protocol,omitempty"` // network faults: "tcp", "udp" or "" for all
+	// False while the fault is being set up; true once it is active.
+	Ready         bool `protobuf:"varint,10,opt,name=ready,proto3" json:"ready,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -977,6 +979,13 @@ func (x *FaultStatus) GetProtocol() string {
 		return x.Protocol
 	}
 	return ""
+}
+
+func (x *FaultStatus) GetReady() bool {
+	if x != nil {
+		return x.Ready
+	}
+	return false
 }
 
 type InjectResponse struct {
@@ -1274,7 +1283,7 @@ const file_faultline_v1_node_proto_rawDesc = "" +
 	"\x11connections_reset\x18\x06 \x01(\x04R\x10connectionsReset\x12!\n" +
 	"\fpackets_seen\x18\a \x01(\x04R\vpacketsSeen\x12'\n" +
 	"\x0fpackets_dropped\x18\b \x01(\x04R\x0epacketsDropped\x12/\n" +
-	"\x13connections_refused\x18\t \x01(\x04R\x12connectionsRefused\"\xce\x02\n" +
+	"\x13connections_refused\x18\t \x01(\x04R\x12connectionsRefused\"\xe4\x02\n" +
 	"\vFaultStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12,\n" +
@@ -1285,7 +1294,9 @@ const file_faultline_v1_node_proto_rawDesc = "" +
 	"\bcounters\x18\a \x01(\v2\x16.faultline.v1.CountersR\bcounters\x12\x1d\n" +
 	"\n" +
 	"end_reason\x18\b \x01(\tR\tendReason\x12\x1a\n" +
-	"\bprotocol\x18\t \x01(\tR\bprotocol\"A\n" +
+	"\bprotocol\x18\t \x01(\tR\bprotocol\x12\x14\n" +
+	"\x05ready\x18\n" +
+	" \x01(\bR\x05ready\"A\n" +
 	"\x0eInjectResponse\x12/\n" +
 	"\x05fault\x18\x01 \x01(\v2\x19.faultline.v1.FaultStatusR\x05fault\"\r\n" +
 	"\vListRequest\"A\n" +

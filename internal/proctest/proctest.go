@@ -1,0 +1,67 @@
+// Package proctest builds faultline's binaries for process-level tests and
+// runs faultlined, killing it when the test ends.
+package proctest
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Build builds the given packages (paths relative to the calling test's
+// directory) into a new temporary directory and returns it.
+func Build(pkgs ...string) (string, error) {
+	dir, err := os.MkdirTemp("", "faultline-bin-")
+	if err != nil {
+		return "", err
+	}
+	args := append([]string{"build", "-o", dir + "/"}, pkgs...)
+	if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
+		os.RemoveAll(dir)
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return dir, nil
+}
+
+// Daemon is a running faultlined.
+type Daemon struct {
+	Socket string
+	Cmd    *exec.Cmd
+}
+
+// StartFaultlined runs binDir/faultlined on a socket of its own, logging to
+// the test, and waits for the socket.
+func StartFaultlined(t *testing.T, binDir string) *Daemon {
+	t.Helper()
+	d := &Daemon{Socket: filepath.Join(t.TempDir(), "faultlined.sock")}
+	d.Cmd = exec.Command(filepath.Join(binDir, "faultlined"), "--socket", d.Socket, "--log-level", "debug")
+	d.Cmd.Stderr = logWriter{t}
+	if err := d.Cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		d.Cmd.Process.Kill()
+		d.Cmd.Wait()
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(d.Socket); err == nil {
+			return d
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("faultlined did not create its socket")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+type logWriter struct{ t *testing.T }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.t.Logf("faultlined: %s", strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}

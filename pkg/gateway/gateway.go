@@ -1,0 +1,466 @@
+// Package gateway serves faultline.v1.Gateway: it resolves target sets
+// through a targets.Source, and runs each fault on every target through the
+// target node's faultlined, reached by a Transport.
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	mrand "math/rand/v2"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/faultline-dev/faultline/pkg/nodeapi"
+	"github.com/faultline-dev/faultline/pkg/targets"
+	pb "github.com/faultline-dev/faultline/proto/faultline/v1"
+)
+
+// DefaultHTTPPort is the port of an HTTP fault that names none and whose
+// target declares none (xk6-disruptor's PodDisruptor default).
+const DefaultHTTPPort = 80
+
+// Server implements faultline.v1.Gateway.
+type Server struct {
+	pb.UnimplementedGatewayServer
+	Source    targets.Source
+	Transport Transport
+	Logger    *slog.Logger
+	// MaxStarting bounds how many targets' faults are being started at
+	// once; 0 means 16.
+	MaxStarting int
+}
+
+func (s *Server) log() *slog.Logger {
+	if s.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return s.Logger
+}
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{errdefs.ErrInvalidArgument}, args...)...)
+}
+
+// SetFromProto converts a target set.
+func SetFromProto(ts *pb.TargetSet) (targets.Set, error) {
+	switch k := ts.GetKind().(type) {
+	case *pb.TargetSet_Pods:
+		sel := &targets.Selector{Namespace: k.Pods.GetNamespace(), Select: k.Pods.GetSelect().GetLabels(), Exclude: k.Pods.GetExclude().GetLabels()}
+		if sel.Namespace == "" && len(sel.Select) == 0 && len(sel.Exclude) == 0 {
+			return targets.Set{}, invalid("namespace, select and exclude attributes in pod selector cannot all be empty")
+		}
+		return targets.Set{Pods: sel}, nil
+	case *pb.TargetSet_Service:
+		switch {
+		case k.Service.GetName() == "":
+			return targets.Set{}, invalid("must specify a service name")
+		case k.Service.GetNamespace() == "":
+			return targets.Set{}, invalid("must specify a namespace")
+		}
+		return targets.Set{Service: &targets.Service{Name: k.Service.GetName(), Namespace: k.Service.GetNamespace()}}, nil
+	}
+	return targets.Set{}, invalid("targets: give a pod selector or a service")
+}
+
+// resolve resolves a set and fails with NotFound naming it when it is empty.
+func (s *Server) resolve(ctx context.Context, ts *pb.TargetSet) ([]targets.Target, []targets.Skipped, error) {
+	set, err := SetFromProto(ts)
+	if err != nil {
+		return nil, nil, err
+	}
+	found, skipped, err := s.Source.Resolve(ctx, set)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: resolve %s: %v", errdefs.ErrUnavailable, set, err)
+	}
+	if len(found) == 0 {
+		why := "no pods found matching selector"
+		if set.Service != nil {
+			why = "service does not have any backing pods"
+		}
+		if len(skipped) > 0 {
+			why += fmt.Sprintf(" (%d matching but skipped: %s)", len(skipped), skippedString(skipped))
+		}
+		return nil, nil, fmt.Errorf("%w: finding pods matching %s: %s", errdefs.ErrNotFound, set, why)
+	}
+	return found, skipped, nil
+}
+
+func skippedString(sk []targets.Skipped) string {
+	var parts []string
+	for _, s := range sk {
+		parts = append(parts, s.Name+" "+s.Reason)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// Targets lists the targets of a set.
+func (s *Server) Targets(ctx context.Context, req *pb.TargetsRequest) (*pb.TargetsResponse, error) {
+	found, skipped, err := s.resolve(ctx, req.GetTargets())
+	if err != nil {
+		return nil, err
+	}
+	resp := &pb.TargetsResponse{Skipped: skippedToProto(skipped)}
+	for _, t := range found {
+		resp.Targets = append(resp.Targets, targetToProto(t))
+	}
+	return resp, nil
+}
+
+func targetToProto(t targets.Target) *pb.TargetInfo {
+	ti := &pb.TargetInfo{Name: t.Name, Namespace: t.Namespace, Node: t.Node, Labels: t.Labels, Ip: t.IP}
+	if t.PID > 0 {
+		ti.Target = &pb.Target{Kind: &pb.Target_Pid{Pid: int32(t.PID)}}
+	} else {
+		ti.Target = &pb.Target{Kind: &pb.Target_NetnsPath{NetnsPath: t.NetnsPath}}
+	}
+	return ti
+}
+
+func skippedToProto(sk []targets.Skipped) []*pb.SkippedTarget {
+	var out []*pb.SkippedTarget
+	for _, s := range sk {
+		out = append(out, &pb.SkippedTarget{Name: s.Name, Reason: s.Reason})
+	}
+	return out
+}
+
+// InjectHTTP runs an HTTP fault on every target.
+func (s *Server) InjectHTTP(ctx context.Context, req *pb.InjectHTTPRequest) (*pb.GatewayInjectResponse, error) {
+	return s.inject(ctx, req.GetTargets(), req.GetDuration(), true, func(t targets.Target) *pb.InjectRequest {
+		f := proto.Clone(req.GetFault()).(*pb.HTTPFault)
+		if f == nil {
+			f = &pb.HTTPFault{}
+		}
+		if f.Port == 0 {
+			f.Port = uint32(defaultPort(t, DefaultHTTPPort))
+		}
+		return &pb.InjectRequest{Fault: &pb.InjectRequest_Http{Http: f}}
+	})
+}
+
+// InjectGrpc runs a gRPC fault on every target.
+func (s *Server) InjectGrpc(ctx context.Context, req *pb.InjectGrpcRequest) (*pb.GatewayInjectResponse, error) {
+	return s.inject(ctx, req.GetTargets(), req.GetDuration(), true, func(t targets.Target) *pb.InjectRequest {
+		f := proto.Clone(req.GetFault()).(*pb.GrpcFault)
+		if f == nil {
+			f = &pb.GrpcFault{}
+		}
+		if f.Port == 0 {
+			f.Port = uint32(defaultPort(t, 0))
+		}
+		return &pb.InjectRequest{Fault: &pb.InjectRequest_Grpc{Grpc: f}}
+	})
+}
+
+// InjectNetwork runs a network fault on every target.
+func (s *Server) InjectNetwork(ctx context.Context, req *pb.InjectNetworkRequest) (*pb.GatewayInjectResponse, error) {
+	return s.inject(ctx, req.GetTargets(), req.GetDuration(), false, func(targets.Target) *pb.InjectRequest {
+		f := proto.Clone(req.GetFault()).(*pb.NetworkFault)
+		if f == nil {
+			f = &pb.NetworkFault{}
+		}
+		return &pb.InjectRequest{Fault: &pb.InjectRequest_Network{Network: f}}
+	})
+}
+
+func defaultPort(t targets.Target, def int) int {
+	if t.Port != 0 {
+		return t.Port
+	}
+	return def
+}
+
+// inject resolves the targets, checks the fault once, then starts it on
+// every target in parallel, at most MaxStarting starting at a time. The
+// first target that fails cancels the others, whose faults are revoked at
+// once by the cancellation.
+func (s *Server) inject(ctx context.Context, ts *pb.TargetSet, d *durationpb.Duration, requests bool, build func(targets.Target) *pb.InjectRequest) (*pb.GatewayInjectResponse, error) {
+	found, skipped, err := s.resolve(ctx, ts)
+	if err != nil {
+		return nil, err
+	}
+	reqs := make([]*pb.InjectRequest, len(found))
+	batch := newID()
+	for i, t := range found {
+		r := build(t)
+		r.Duration = d
+		r.Id = fmt.Sprintf("%s-%d", batch, i)
+		r.Target = targetToProto(t).Target
+		reqs[i] = r
+	}
+	// Bad input changes nothing: validate before touching any node.
+	spec, err := nodeapi.SpecFromProto(reqs[0])
+	if err == nil {
+		err = spec.Validate()
+	}
+	if err != nil {
+		return nil, err
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	maxStarting := s.MaxStarting
+	if maxStarting <= 0 {
+		maxStarting = 16
+	}
+	starting := make(chan struct{}, maxStarting)
+	results := make([]*pb.FaultStatus, len(found))
+	var (
+		mu       sync.Mutex
+		firstErr error
+		wg       sync.WaitGroup
+	)
+	fail := func(t targets.Target, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if firstErr == nil {
+			firstErr = targetError(t, err)
+			cancel()
+		}
+	}
+	for i, t := range found {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case starting <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			node, release, err := s.Transport.Node(ctx, t.Node)
+			if err != nil {
+				<-starting
+				fail(t, err)
+				return
+			}
+			defer release()
+			wctx, stopWaiting := context.WithCancel(ctx)
+			defer stopWaiting()
+			started := make(chan struct{})
+			go func() {
+				waitStarted(wctx, node, reqs[i].Id)
+				close(started)
+			}()
+			done := make(chan struct{})
+			var resp *pb.InjectResponse
+			go func() {
+				resp, err = node.Inject(ctx, reqs[i])
+				close(done)
+			}()
+			select {
+			case <-started:
+			case <-done:
+			}
+			stopWaiting()
+			<-starting
+			<-done
+			if err != nil {
+				if ctx.Err() == nil || status.Code(err) != codes.Canceled {
+					fail(t, err)
+				}
+				return
+			}
+			results[i] = resp.GetFault()
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil || ctx.Err() != nil {
+		// Cancelling a call does not wait for the node: make sure every
+		// fault of this batch is gone before answering.
+		s.awaitGone(found, batch)
+		if firstErr != nil {
+			return nil, firstErr
+		}
+		return nil, ctx.Err()
+	}
+	resp := &pb.GatewayInjectResponse{Total: &pb.Counters{}, Skipped: skippedToProto(skipped)}
+	for i, t := range found {
+		resp.Targets = append(resp.Targets, &pb.TargetResult{Target: targetToProto(t), Fault: results[i]})
+		addCounters(resp.Total, results[i].GetCounters())
+	}
+	resp.NoRequests = requests && resp.Total.GetRequests() == 0
+	s.log().Info("fault ended", "targets", len(found), "requests", resp.Total.GetRequests(), "no_requests", resp.NoRequests)
+	return resp, nil
+}
+
+// targetError names the target in an error, keeping its gRPC code.
+func targetError(t targets.Target, err error) error {
+	msg := err.Error()
+	code := codes.Unknown
+	if st, ok := status.FromError(err); ok {
+		msg, code = st.Message(), st.Code()
+	} else if st, ok := status.FromError(errgrpc.ToGRPC(err)); ok {
+		code = st.Code()
+	}
+	return status.Errorf(code, "target %s on node %s: %s", t.Ref(), t.Node, msg)
+}
+
+// awaitGone waits, up to 10s, until no node of the targets lists a fault
+// of the batch.
+func (s *Server) awaitGone(found []targets.Target, batch string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	seen := map[string]bool{}
+	for _, t := range found {
+		if seen[t.Node] {
+			continue
+		}
+		seen[t.Node] = true
+		node, release, err := s.Transport.Node(ctx, t.Node)
+		if err != nil {
+			continue
+		}
+		// Two clean lists in a row: a start still on its way shows up
+		// between them.
+		for clean := 0; clean < 2 && ctx.Err() == nil; {
+			l, err := node.List(ctx, &pb.ListRequest{})
+			if err != nil {
+				break
+			}
+			if slices.ContainsFunc(l.GetFaults(), func(f *pb.FaultStatus) bool { return strings.HasPrefix(f.GetId(), batch+"-") }) {
+				clean = 0
+			} else {
+				clean++
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		release()
+	}
+}
+
+// waitStarted returns once the node lists the fault as ready, or ctx ends.
+func waitStarted(ctx context.Context, node pb.NodeClient, id string) {
+	for ctx.Err() == nil {
+		if l, err := node.List(ctx, &pb.ListRequest{}); err == nil {
+			for _, f := range l.GetFaults() {
+				if f.GetId() == id && f.GetReady() {
+					return
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+func addCounters(total, c *pb.Counters) {
+	total.Requests += c.GetRequests()
+	total.Unmatched += c.GetUnmatched()
+	total.Delayed += c.GetDelayed()
+	total.Errored += c.GetErrored()
+	total.UpstreamErrors += c.GetUpstreamErrors()
+	total.ConnectionsReset += c.GetConnectionsReset()
+	total.PacketsSeen += c.GetPacketsSeen()
+	total.PacketsDropped += c.GetPacketsDropped()
+	total.ConnectionsRefused += c.GetConnectionsRefused()
+}
+
+// TerminatePods stops count targets chosen at random.
+func (s *Server) TerminatePods(ctx context.Context, req *pb.TerminatePodsRequest) (*pb.TerminatePodsResponse, error) {
+	if req.GetCount() == "" {
+		return nil, invalid("count is not a valid percentage: ")
+	}
+	found, _, err := s.resolve(ctx, req.GetTargets())
+	if err != nil {
+		return nil, err
+	}
+	n, err := SampleSize(req.GetCount(), len(found))
+	if err != nil {
+		return nil, err
+	}
+	timeout := 10 * time.Second
+	if req.GetTimeout() != nil {
+		timeout = req.GetTimeout().AsDuration()
+		if timeout <= 0 {
+			return nil, invalid("timeout must be positive, got %s", timeout)
+		}
+	}
+	chosen := make([]targets.Target, 0, n)
+	for _, i := range mrand.Perm(len(found))[:n] {
+		chosen = append(chosen, found[i])
+	}
+	targets.SortTargets(chosen)
+	errs := make([]error, len(chosen))
+	var wg sync.WaitGroup
+	for i, t := range chosen {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.Source.Terminate(ctx, t, timeout); err != nil {
+				errs[i] = targetError(t, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	resp := &pb.TerminatePodsResponse{}
+	for _, t := range chosen {
+		resp.Terminated = append(resp.Terminated, t.Name)
+	}
+	return resp, nil
+}
+
+// SampleSize parses a count: a whole number, or a percentage "N%" giving
+// max(1, round(total*N/100)).
+func SampleSize(count string, total int) (int, error) {
+	if pct, ok := strings.CutSuffix(count, "%"); ok {
+		v, err := strconv.ParseFloat(pct, 64)
+		if err != nil || v < 0 || v > 100 {
+			return 0, invalid("count is not a valid percentage: %s", count)
+		}
+		return max(1, int(math.Round(float64(total)*v/100))), nil
+	}
+	n, err := strconv.Atoi(count)
+	switch {
+	case err != nil:
+		return 0, invalid("count must be a whole number or a percentage such as 50%%, got %q", count)
+	case n < 1:
+		return 0, invalid("count must be at least 1, got %d", n)
+	case n > total:
+		return 0, fmt.Errorf("%w: cannot sample %d pods out of a total of %d", errdefs.ErrFailedPrecondition, n, total)
+	}
+	return n, nil
+}
+
+func newID() string {
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	return "gw-" + hex.EncodeToString(b)
+}
+
+// NewGRPCServer returns a gRPC server with the Gateway service, server
+// reflection (so clients need no .proto file), health, and error mapping.
+func NewGRPCServer(s *Server, opts ...grpc.ServerOption) *grpc.Server {
+	logger := s.log()
+	opts = append(opts, grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		resp, err := h(ctx, req)
+		if err != nil {
+			logger.Debug("request failed", "method", info.FullMethod, "err", err)
+		}
+		return resp, errgrpc.ToGRPC(err)
+	}))
+	g := grpc.NewServer(opts...)
+	pb.RegisterGatewayServer(g, s)
+	registerExtras(g)
+	return g
+}

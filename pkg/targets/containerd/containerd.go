@@ -1,0 +1,208 @@
+// Package containerd is the local target source: containers in a
+// containerd, each resolved through its running task's PID to its network
+// namespace.
+//
+// Labels: a container's labels are its labels. Its namespace is the label
+// faultline.namespace, else com.docker.compose.project (compose, nerdctl
+// compose), else the containerd namespace it lives in. Its name is
+// faultline.name, else nerdctl/name, else the container ID. A service
+// {name, namespace} matches the containers whose faultline.service (else
+// com.docker.compose.service) label is name. The label faultline.port sets
+// the port a fault uses when it names none.
+package containerd
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	containerd "github.com/containerd/containerd"
+	"github.com/containerd/containerd/namespaces"
+	"github.com/vishvananda/netlink"
+	vnetns "github.com/vishvananda/netns"
+
+	"github.com/faultline-dev/faultline/pkg/targets"
+)
+
+// DefaultAddress is containerd's usual socket.
+const DefaultAddress = "/run/containerd/containerd.sock"
+
+// Source lists containers of one containerd.
+type Source struct {
+	Address    string   // containerd socket; DefaultAddress when empty
+	Namespaces []string // containerd namespaces to look in; all when empty
+	Node       string   // the node name targets get; "local" when empty
+
+	mu     sync.Mutex
+	client *containerd.Client
+}
+
+func (s *Source) conn() (*containerd.Client, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.client != nil {
+		return s.client, nil
+	}
+	addr := s.Address
+	if addr == "" {
+		addr = DefaultAddress
+	}
+	c, err := containerd.New(addr, containerd.WithTimeout(3*time.Second))
+	if err != nil {
+		return nil, fmt.Errorf("connect to containerd at %s: %w", addr, err)
+	}
+	s.client = c
+	return c, nil
+}
+
+// Close closes the connection to containerd.
+func (s *Source) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.client == nil {
+		return nil
+	}
+	err := s.client.Close()
+	s.client = nil
+	return err
+}
+
+func first(vs ...string) string {
+	for _, v := range vs {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// Resolve returns the running containers the set matches.
+func (s *Source) Resolve(ctx context.Context, set targets.Set) ([]targets.Target, []targets.Skipped, error) {
+	client, err := s.conn()
+	if err != nil {
+		return nil, nil, err
+	}
+	nss := s.Namespaces
+	if len(nss) == 0 {
+		if nss, err = client.NamespaceService().List(ctx); err != nil {
+			return nil, nil, fmt.Errorf("list containerd namespaces: %w", err)
+		}
+	}
+	node := first(s.Node, "local")
+	var out []targets.Target
+	var skipped []targets.Skipped
+	for _, ns := range nss {
+		nctx := namespaces.WithNamespace(ctx, ns)
+		cs, err := client.Containers(nctx)
+		if err != nil {
+			return nil, nil, fmt.Errorf("list containers in %s: %w", ns, err)
+		}
+		for _, c := range cs {
+			info, err := c.Info(nctx, containerd.WithoutRefreshedMetadata)
+			if err != nil {
+				continue // removed meanwhile
+			}
+			labels := info.Labels
+			if labels == nil {
+				labels = map[string]string{}
+			}
+			if first(labels["faultline.namespace"], labels["com.docker.compose.project"], ns) != set.Namespace() {
+				continue
+			}
+			if set.Pods != nil && !set.Pods.Matches(labels) {
+				continue
+			}
+			if set.Service != nil && first(labels["faultline.service"], labels["com.docker.compose.service"]) != set.Service.Name {
+				continue
+			}
+			name := first(labels["faultline.name"], labels["nerdctl/name"], c.ID())
+			task, err := c.Task(nctx, nil)
+			if err != nil {
+				skipped = append(skipped, targets.Skipped{Name: name, Reason: "not running"})
+				continue
+			}
+			st, err := task.Status(nctx)
+			if err != nil || st.Status != containerd.Running {
+				skipped = append(skipped, targets.Skipped{Name: name, Reason: fmt.Sprintf("task %s", st.Status)})
+				continue
+			}
+			port, _ := strconv.Atoi(labels["faultline.port"])
+			out = append(out, targets.Target{
+				Name: name, Namespace: set.Namespace(), Node: node, Labels: labels,
+				PID: int(task.Pid()), IP: addressOf(int(task.Pid())), Port: port, ID: ns + "/" + c.ID(),
+			})
+		}
+	}
+	targets.SortTargets(out)
+	return out, skipped, nil
+}
+
+// addressOf returns the first global IPv4 address in the process's
+// network namespace, or "".
+func addressOf(pid int) string {
+	ns, err := vnetns.GetFromPid(pid)
+	if err != nil {
+		return ""
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return ""
+	}
+	defer h.Close()
+	addrs, err := h.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return ""
+	}
+	for _, a := range addrs {
+		if a.IP.IsGlobalUnicast() && !a.IP.Equal(net.IPv4(127, 0, 0, 1)) {
+			return a.IP.String()
+		}
+	}
+	return ""
+}
+
+// Terminate sends the container's task SIGTERM and waits up to timeout for
+// it to exit; then it is killed, and the call fails.
+func (s *Source) Terminate(ctx context.Context, t targets.Target, timeout time.Duration) error {
+	client, err := s.conn()
+	if err != nil {
+		return err
+	}
+	ns, id, _ := strings.Cut(t.ID, "/")
+	nctx := namespaces.WithNamespace(ctx, ns)
+	c, err := client.LoadContainer(nctx, id)
+	if err != nil {
+		return fmt.Errorf("load container %s: %w", t.ID, err)
+	}
+	task, err := c.Task(nctx, nil)
+	if err != nil {
+		return fmt.Errorf("container %s has no task: %w", t.Ref(), err)
+	}
+	exited, err := task.Wait(nctx)
+	if err != nil {
+		return fmt.Errorf("wait for %s: %w", t.Ref(), err)
+	}
+	if err := task.Kill(nctx, syscall.SIGTERM); err != nil {
+		return fmt.Errorf("terminate %s: %w", t.Ref(), err)
+	}
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case <-exited:
+	case <-timer.C:
+		_ = task.Kill(nctx, syscall.SIGKILL)
+		<-exited
+		_, _ = task.Delete(nctx)
+		return fmt.Errorf("pod %q not terminated after %s: killed", t.Ref(), timeout)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	_, err = task.Delete(nctx)
+	return err
+}
