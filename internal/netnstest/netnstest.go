@@ -16,13 +16,9 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
 	"testing"
 
-	"github.com/vishvananda/netlink"
-	vnetns "github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
-
+	"github.com/faultline-dev/faultline/internal/topo"
 	"github.com/faultline-dev/faultline/pkg/netns"
 )
 
@@ -61,13 +57,8 @@ func NewNet(tb testing.TB) *Net {
 	n := &Net{tb: tb, id: randomID(), subnet: 0}
 	n.swName = Prefix + n.id + "-sw"
 	n.sw = newNamedNetns(tb, n.swName)
-	h := handleAt(tb, n.sw)
-	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0"}}
-	if err := h.LinkAdd(br); err != nil {
-		tb.Fatalf("add bridge: %v", err)
-	}
-	if err := h.LinkSetUp(br); err != nil {
-		tb.Fatalf("bridge up: %v", err)
+	if err := topo.AddBridge(n.sw, "br0"); err != nil {
+		tb.Fatal(err)
 	}
 	return n
 }
@@ -95,58 +86,11 @@ func (n *Net) AddHost(label string) *Host {
 		Addr6: netip.MustParseAddr(fmt.Sprintf("2001:2::%x", idx+1)),
 	}
 	host.NS = newNamedNetns(tb, name)
-
-	sw := handleAt(tb, n.sw)
 	outer := fmt.Sprintf("vh%d", idx)
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: outer}, PeerName: "eth0"}
-	if err := sw.LinkAdd(veth); err != nil {
-		tb.Fatalf("add veth: %v", err)
+	if err := topo.Attach(n.sw, "br0", outer, host.NS, netip.PrefixFrom(host.Addr, 24), netip.PrefixFrom(host.Addr6, 64)); err != nil {
+		tb.Fatalf("attach %s: %v", name, err)
 	}
-	tb.Cleanup(func() {
-		if l, err := sw.LinkByName(outer); err == nil {
-			_ = sw.LinkDel(l)
-		}
-	})
-	br, err := sw.LinkByName("br0")
-	if err != nil {
-		tb.Fatalf("find bridge: %v", err)
-	}
-	outerLink, err := sw.LinkByName(outer)
-	if err != nil {
-		tb.Fatalf("find veth: %v", err)
-	}
-	if err := sw.LinkSetMaster(outerLink, br); err != nil {
-		tb.Fatalf("enslave veth: %v", err)
-	}
-	if err := sw.LinkSetUp(outerLink); err != nil {
-		tb.Fatalf("veth up: %v", err)
-	}
-	peer, err := sw.LinkByName("eth0")
-	if err != nil {
-		tb.Fatalf("find veth peer: %v", err)
-	}
-	if err := sw.LinkSetNsFd(peer, host.NS.FD()); err != nil {
-		tb.Fatalf("move veth into %s: %v", name, err)
-	}
-
-	h := handleAt(tb, host.NS)
-	for _, ifname := range []string{"lo", "eth0"} {
-		l, err := h.LinkByName(ifname)
-		if err != nil {
-			tb.Fatalf("find %s in %s: %v", ifname, name, err)
-		}
-		if ifname == "eth0" {
-			for _, a := range []netip.Prefix{netip.PrefixFrom(host.Addr, 24), netip.PrefixFrom(host.Addr6, 64)} {
-				addr := &netlink.Addr{IPNet: prefixToIPNet(a), Flags: unix.IFA_F_NODAD}
-				if err := h.AddrAdd(l, addr); err != nil {
-					tb.Fatalf("add %s in %s: %v", a, name, err)
-				}
-			}
-		}
-		if err := h.LinkSetUp(l); err != nil {
-			tb.Fatalf("%s up in %s: %v", ifname, name, err)
-		}
-	}
+	tb.Cleanup(func() { topo.DeleteLink(n.sw, outer) })
 	return host
 }
 
@@ -168,58 +112,17 @@ func (h *Host) Dial() func(ctx context.Context, network, address string) (net.Co
 
 func newNamedNetns(tb testing.TB, name string) *netns.Handle {
 	tb.Helper()
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := vnetns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		ns, err := vnetns.NewNamed(name)
-		if err != nil {
-			_ = vnetns.Set(orig)
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		ns.Close()
-		if err := vnetns.Set(orig); err != nil {
-			errc <- err // thread stays locked and is discarded
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- nil
-	}()
-	if err := <-errc; err != nil {
-		tb.Fatalf("create netns %s: %v", name, err)
-	}
-	tb.Cleanup(func() {
-		if err := vnetns.DeleteNamed(name); err != nil {
-			tb.Errorf("delete netns %s: %v", name, err)
-		}
-	})
-	h, err := netns.Open("/run/netns/" + name)
+	h, err := topo.CreateNetns(name)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() { h.Close() })
+	tb.Cleanup(func() {
+		h.Close()
+		if err := topo.DeleteNetns(name); err != nil {
+			tb.Errorf("delete netns %s: %v", name, err)
+		}
+	})
 	return h
-}
-
-func handleAt(tb testing.TB, ns *netns.Handle) *netlink.Handle {
-	tb.Helper()
-	h, err := netlink.NewHandleAt(vnetns.NsHandle(ns.FD()))
-	if err != nil {
-		tb.Fatalf("netlink handle in %s: %v", ns.Path(), err)
-	}
-	tb.Cleanup(h.Close)
-	return h
-}
-
-func prefixToIPNet(p netip.Prefix) *net.IPNet {
-	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 }
 
 func randomID() string {
