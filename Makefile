@@ -1,15 +1,33 @@
 # faultline: see README.md. Tests need root (real namespaces and eBPF).
+export PATH := /usr/local/go/bin:$(PATH)
 GO        ?= go
 CLANG     ?= clang
 MULTIARCH := $(shell gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
 export BPF_INCLUDE := /usr/include/$(MULTIARCH)
 
-.PHONY: all build generate verify-generated test bench lint test-clean clean
+.PHONY: all build generate verify-generated test bench lint test-clean clean demo demo-up demo-down demo-deps
 
 all: build
 
 build:
 	$(GO) build -o bin/ ./cmd/faultlined ./cmd/faultline
+
+# The demo: a dependency-timeout incident on this machine (root; see README).
+demo: demo-deps build
+	$(GO) build -o bin/demo ./examples/demo
+	bin/demo run
+
+demo-up: demo-deps build
+	$(GO) build -o bin/demo ./examples/demo
+	bin/demo up
+
+demo-down:
+	$(GO) build -o bin/demo ./examples/demo
+	bin/demo down
+
+demo-deps:
+	@command -v containerd >/dev/null && command -v runc >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd runc iproute2 ca-certificates >/dev/null; }
 
 # Rebuilds the committed bpf2go objects (clang, libbpf-dev) and protobuf Go
 # (protoc; the Go plugins are tool dependencies in go.mod).

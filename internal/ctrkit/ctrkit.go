@@ -39,10 +39,15 @@ type Daemon struct {
 	log    *os.File
 }
 
-// StartContainerd starts containerd with its root, state and sockets under
-// dir (keep dir short: unix socket paths are limited to 108 bytes). The
-// CRI plugin is off.
-func StartContainerd(ctx context.Context, dir string) (*Daemon, error) {
+// StartContainerd starts containerd with its state and sockets under dir
+// (keep dir short: unix socket paths are limited to 108 bytes) and its root
+// (images, snapshots) under root, or dir/root when root is empty. The CRI
+// plugin is off. containerd runs in a process group of its own, so a
+// terminal's Ctrl-C reaches only the caller, which stops it in order.
+func StartContainerd(ctx context.Context, dir, root string) (*Daemon, error) {
+	if root == "" {
+		root = filepath.Join(dir, "root")
+	}
 	d := &Daemon{Dir: dir, Socket: filepath.Join(dir, "containerd.sock")}
 	config := fmt.Sprintf(`version = 2
 root = %q
@@ -54,7 +59,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
   address = %q
 [debug]
   address = %q
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), d.Socket, d.Socket+".ttrpc", filepath.Join(dir, "debug.sock"))
+`, root, filepath.Join(dir, "state"), d.Socket, d.Socket+".ttrpc", filepath.Join(dir, "debug.sock"))
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -69,6 +74,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 	d.log = log
 	d.cmd = exec.Command("containerd", "--config", cfg)
 	d.cmd.Stdout, d.cmd.Stderr = log, log
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := d.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start containerd (apt-get install containerd runc): %w", err)
 	}
@@ -89,6 +95,9 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// PID returns the daemon's process ID.
+func (d *Daemon) PID() int { return d.cmd.Process.Pid }
 
 // Client connects to the daemon.
 func (d *Daemon) Client() (*containerd.Client, error) {

@@ -73,7 +73,7 @@ func setup(t *testing.T) {
 		if env.dir, env.err = os.MkdirTemp("", "flctr"); env.err != nil {
 			return
 		}
-		if env.daemon, env.err = ctrkit.StartContainerd(ctx, env.dir); env.err != nil {
+		if env.daemon, env.err = ctrkit.StartContainerd(ctx, env.dir, ""); env.err != nil {
 			return
 		}
 		if env.client, env.err = env.daemon.Client(); env.err != nil {
