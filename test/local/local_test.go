@@ -38,7 +38,8 @@ var env struct {
 	dir    string
 	daemon *ctrkit.Daemon
 	client *containerd.Client
-	image  containerd.Image
+	image  containerd.Image // catalog
+	reco   containerd.Image // recommendations
 }
 
 func TestMain(m *testing.M) {
@@ -70,6 +71,9 @@ func setup(t *testing.T) {
 		if env.err = ctrkit.GoBuild(ctx, "../../examples/catalog", env.bin+"/catalog"); env.err != nil {
 			return
 		}
+		if env.err = ctrkit.GoBuild(ctx, "../../examples/recommendations", env.bin+"/recommendations"); env.err != nil {
+			return
+		}
 		if env.dir, env.err = os.MkdirTemp("", "flctr"); env.err != nil {
 			return
 		}
@@ -79,7 +83,10 @@ func setup(t *testing.T) {
 		if env.client, env.err = env.daemon.Client(); env.err != nil {
 			return
 		}
-		env.image, env.err = ctrkit.BuildImage(ctx, env.client, "faultline.local/catalog:test", env.bin+"/catalog")
+		if env.image, env.err = ctrkit.BuildImage(ctx, env.client, "faultline.local/catalog:test", env.bin+"/catalog"); env.err != nil {
+			return
+		}
+		env.reco, env.err = ctrkit.BuildImage(ctx, env.client, "faultline.local/recommendations:test", env.bin+"/recommendations")
 	})
 	if env.err != nil {
 		t.Fatalf("set-up: %v", env.err)
@@ -112,13 +119,20 @@ func newLab(t *testing.T) *lab {
 // namespace of its own on the lab's bridge.
 func (l *lab) run(t *testing.T, name string, labels map[string]string) *netnstest.Host {
 	t.Helper()
+	return l.runImage(t, env.image, name, labels)
+}
+
+// runImage starts a container of img named name with labels (and
+// environment variables from labels["env"], comma-separated).
+func (l *lab) runImage(t *testing.T, img containerd.Image, name string, labels map[string]string, envs ...string) *netnstest.Host {
+	t.Helper()
 	ctx := ctrkit.WithNamespace(context.Background(), ctrNamespace)
 	h := l.net.AddHost(name)
 	all := map[string]string{"faultline.name": name}
 	for k, v := range labels {
 		all[k] = v
 	}
-	c, err := ctrkit.Run(ctx, env.client, ctrkit.Spec{ID: l.prefix + "-" + name, Image: env.image, Labels: all, NetnsPath: h.Path})
+	c, err := ctrkit.Run(ctx, env.client, ctrkit.Spec{ID: l.prefix + "-" + name, Image: img, Labels: all, Env: envs, NetnsPath: h.Path})
 	if err != nil {
 		t.Fatal(err)
 	}
