@@ -80,6 +80,20 @@ func (p *targetParams) request() (*pb.InjectRequest, error) {
 	return req, nil
 }
 
+// timingParams are the delay and error-rate flags of http and grpc faults.
+type timingParams struct {
+	delay, variation time.Duration
+	delayRate        float64
+	errorRate        float64
+}
+
+func (p *timingParams) bind(f *pflag.FlagSet, what, failed string) {
+	f.DurationVar(&p.delay, "delay", 0, "average delay added to matching "+what+" (averageDelay)")
+	f.DurationVar(&p.variation, "delay-variation", 0, "delays are uniform in [delay-variation, delay+variation] (delayVariation)")
+	f.Float64Var(&p.delayRate, "delay-rate", 1, "fraction of matching "+what+" delayed (delayRate)")
+	f.Float64Var(&p.errorRate, "error-rate", 0, "fraction of matching "+what+" "+failed+" (errorRate)")
+}
+
 func checkPort(port int, allowZero bool) error {
 	if (port == 0 && !allowZero) || port < 0 || port > 65535 {
 		return usagef("--port must be in 1-65535, got %d", port)
@@ -89,11 +103,9 @@ func checkPort(port int, allowZero bool) error {
 
 type httpParams struct {
 	targetParams
-	port                    int
-	delay, variation        time.Duration
-	delayRate               float64
+	port int
+	timingParams
 	delayMode               string
-	errorRate               float64
 	errorCode               int
 	errorBody, exclude      string
 	errorHeaders            []string
@@ -123,13 +135,10 @@ Examples:
 		},
 	}
 	f := cmd.Flags()
-	p.bind(f)
+	p.targetParams.bind(f)
 	f.IntVar(&p.port, "port", 0, "target port (required)")
-	f.DurationVar(&p.delay, "delay", 0, "average delay added to matching requests (averageDelay)")
-	f.DurationVar(&p.variation, "delay-variation", 0, "delays are uniform in [delay-variation, delay+variation] (delayVariation)")
-	f.Float64Var(&p.delayRate, "delay-rate", 1, "fraction of matching requests delayed (delayRate)")
+	p.timingParams.bind(f, "requests", "answered with --error-code")
 	f.StringVar(&p.delayMode, "delay-mode", "request", "request: hold the request before the app sees it; response: hold the app's response")
-	f.Float64Var(&p.errorRate, "error-rate", 0, "fraction of matching requests answered with --error-code (errorRate)")
 	f.IntVar(&p.errorCode, "error-code", 0, "HTTP status of injected errors, 100-599 (errorCode)")
 	f.StringVar(&p.errorBody, "error-body", "", "body of injected errors (errorBody)")
 	f.StringArrayVar(&p.errorHeaders, "error-header", nil, "header of injected errors, 'Name: value'; repeatable (errorHeaders)")

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -12,10 +11,8 @@ import (
 
 type grpcParams struct {
 	targetParams
-	port             int
-	delay, variation time.Duration
-	delayRate        float64
-	errorRate        float64
+	port int
+	timingParams
 	statusCode       int
 	statusMessage    string
 	exclude          string
@@ -48,12 +45,9 @@ Examples:
 		},
 	}
 	f := cmd.Flags()
-	p.bind(f)
+	p.targetParams.bind(f)
 	f.IntVar(&p.port, "port", 0, "target port (required)")
-	f.DurationVar(&p.delay, "delay", 0, "average delay added to matching calls (averageDelay)")
-	f.DurationVar(&p.variation, "delay-variation", 0, "delays are uniform in [delay-variation, delay+variation] (delayVariation)")
-	f.Float64Var(&p.delayRate, "delay-rate", 1, "fraction of matching calls delayed (delayRate)")
-	f.Float64Var(&p.errorRate, "error-rate", 0, "fraction of matching calls failed with --status-code (errorRate)")
+	p.timingParams.bind(f, "calls", "failed with --status-code")
 	f.IntVar(&p.statusCode, "status-code", 0, "gRPC status code of failed calls, 1-16 (statusCode)")
 	f.StringVar(&p.statusMessage, "status-message", "", "status message of failed calls (statusMessage)")
 	f.StringVar(&p.exclude, "exclude", "", "comma-separated fully-qualified services never faulted (exclude)")

@@ -38,7 +38,7 @@ Examples:
 		},
 	}
 	f := cmd.Flags()
-	p.bind(f)
+	p.targetParams.bind(f)
 	f.IntVar(&p.port, "port", 0, "destination port; 0 means all ports")
 	f.StringVar(&p.protocol, "protocol", "all", "tcp, udp or all")
 	f.Float64Var(&p.dropRate, "drop-rate", 1, "fraction of matching inbound packets dropped (dropRate)")

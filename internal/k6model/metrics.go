@@ -56,31 +56,26 @@ func (m *Metrics) add(name string, v any, tags map[string]string) {
 	m.samples[name] = append(m.samples[name], Sample{Value: f, Tags: tags})
 }
 
-func (m *Metrics) addRate(name string, ok bool, tags map[string]string) {
+// record adds a sample to a built-in metric, declaring it on first use.
+func (m *Metrics) record(name string, k metricKind, v any, tags map[string]string) {
 	m.mu.Lock()
 	if _, declared := m.kinds[name]; !declared {
-		m.kinds[name] = kindRate
+		m.kinds[name] = k
 	}
 	m.mu.Unlock()
-	m.add(name, ok, tags)
+	m.add(name, v, tags)
+}
+
+func (m *Metrics) addRate(name string, ok bool, tags map[string]string) {
+	m.record(name, kindRate, ok, tags)
 }
 
 func (m *Metrics) addTrend(name string, v float64, tags map[string]string) {
-	m.mu.Lock()
-	if _, declared := m.kinds[name]; !declared {
-		m.kinds[name] = kindTrend
-	}
-	m.mu.Unlock()
-	m.add(name, v, tags)
+	m.record(name, kindTrend, v, tags)
 }
 
 func (m *Metrics) addCount(name string, v float64, tags map[string]string) {
-	m.mu.Lock()
-	if _, declared := m.kinds[name]; !declared {
-		m.kinds[name] = kindCounter
-	}
-	m.mu.Unlock()
-	m.add(name, v, tags)
+	m.record(name, kindCounter, v, tags)
 }
 
 // Samples returns a metric's samples whose tags include match.

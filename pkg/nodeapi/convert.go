@@ -66,6 +66,22 @@ func port(p uint32, allowZero bool) (uint16, error) {
 	return uint16(p), nil
 }
 
+// delays converts the delay fields HTTP and gRPC faults share; an unset
+// delayRate means 1.
+func delays(avgPB, varPB *durationpb.Duration, ratePB *float64) (avg, variation time.Duration, rate float64, err error) {
+	if avg, err = duration("averageDelay", avgPB); err != nil {
+		return
+	}
+	if variation, err = duration("delayVariation", varPB); err != nil {
+		return
+	}
+	rate = 1
+	if ratePB != nil {
+		rate = *ratePB
+	}
+	return
+}
+
 func grpcFromProto(p *pb.GrpcFault) (*engine.GRPCFault, error) {
 	pt, err := port(p.GetPort(), false)
 	if err != nil {
@@ -73,15 +89,8 @@ func grpcFromProto(p *pb.GrpcFault) (*engine.GRPCFault, error) {
 	}
 	g := &engine.GRPCFault{Port: pt, ResetConnections: p.GetResetConnections()}
 	f := &g.Fault
-	if f.AverageDelay, err = duration("averageDelay", p.GetAverageDelay()); err != nil {
+	if f.AverageDelay, f.DelayVariation, f.DelayRate, err = delays(p.GetAverageDelay(), p.GetDelayVariation(), p.DelayRate); err != nil {
 		return nil, err
-	}
-	if f.DelayVariation, err = duration("delayVariation", p.GetDelayVariation()); err != nil {
-		return nil, err
-	}
-	f.DelayRate = 1
-	if p.DelayRate != nil {
-		f.DelayRate = p.GetDelayRate()
 	}
 	f.ErrorRate = p.GetErrorRate()
 	if p.GetStatusCode() > math.MaxInt16 {
@@ -129,15 +138,8 @@ func httpFromProto(p *pb.HTTPFault) (*engine.HTTPFault, error) {
 	}
 	h := &engine.HTTPFault{Port: pt, KeepConnections: p.GetKeepConnections()}
 	f := &h.Fault
-	if f.AverageDelay, err = duration("averageDelay", p.GetAverageDelay()); err != nil {
+	if f.AverageDelay, f.DelayVariation, f.DelayRate, err = delays(p.GetAverageDelay(), p.GetDelayVariation(), p.DelayRate); err != nil {
 		return nil, err
-	}
-	if f.DelayVariation, err = duration("delayVariation", p.GetDelayVariation()); err != nil {
-		return nil, err
-	}
-	f.DelayRate = 1
-	if p.DelayRate != nil {
-		f.DelayRate = p.GetDelayRate()
 	}
 	switch p.GetDelayMode() {
 	case pb.DelayMode_DELAY_MODE_UNSPECIFIED, pb.DelayMode_DELAY_MODE_REQUEST:

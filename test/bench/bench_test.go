@@ -241,7 +241,7 @@ func dialNode(t *testing.T, socket string) pb.NodeClient {
 
 func waitFault(t *testing.T, api pb.NodeClient, n int) {
 	for i := 0; i < 200; i++ {
-		if l, err := api.List(context.Background(), &pb.ListRequest{}); err == nil && len(l.GetFaults()) == n {
+		if l, err := api.List(context.Background(), &pb.ListRequest{}); err == nil && len(l.GetFaults()) == n && allReady(l.GetFaults()) {
 			return
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -395,4 +395,13 @@ func grpcLoad(t *testing.T, h *netnstest.Host, addr string) float64 {
 		total += <-counts
 	}
 	return float64(total) / 3
+}
+
+func allReady(fs []*pb.FaultStatus) bool {
+	for _, f := range fs {
+		if !f.GetReady() {
+			return false
+		}
+	}
+	return true
 }

@@ -298,7 +298,7 @@ func waitFaults(t *testing.T, l *lab, n int) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		resp, err := node.List(context.Background(), &pb.ListRequest{})
-		if err == nil && len(resp.GetFaults()) == n {
+		if err == nil && readyCount(resp.GetFaults()) == n && len(resp.GetFaults()) == n {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -403,4 +403,15 @@ func TestTerminatePods(t *testing.T) {
 			t.Errorf("count %q: %v, want %q", tc.count, err, tc.want)
 		}
 	}
+}
+
+// readyCount counts the faults that are set up and active.
+func readyCount(fs []*pb.FaultStatus) int {
+	n := 0
+	for _, f := range fs {
+		if f.GetReady() {
+			n++
+		}
+	}
+	return n
 }

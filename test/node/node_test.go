@@ -104,7 +104,13 @@ func (nd *node) waitFaults(t *testing.T, n int) []*pb.FaultStatus {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(resp.GetFaults()) == n {
+		ready := 0
+		for _, f := range resp.GetFaults() {
+			if f.GetReady() {
+				ready++
+			}
+		}
+		if len(resp.GetFaults()) == n && ready == n {
 			return resp.GetFaults()
 		}
 		if time.Now().After(deadline) {

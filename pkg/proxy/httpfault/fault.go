@@ -83,17 +83,10 @@ func (f *Fault) Validate() error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: "+format, append([]any{errdefs.ErrInvalidArgument}, args...)...)
 	}
+	if err := (timing{f.AverageDelay, f.DelayVariation, f.DelayRate, f.ErrorRate}).validate(); err != nil {
+		return err
+	}
 	switch {
-	case f.AverageDelay < 0:
-		return bad("averageDelay must not be negative, got %s", f.AverageDelay)
-	case f.DelayVariation < 0:
-		return bad("delayVariation must not be negative, got %s", f.DelayVariation)
-	case f.DelayVariation > f.AverageDelay:
-		return bad("delayVariation (%s) must not be greater than averageDelay (%s)", f.DelayVariation, f.AverageDelay)
-	case f.DelayRate < 0 || f.DelayRate > 1 || f.DelayRate != f.DelayRate:
-		return bad("delayRate must be in the range [0, 1], got %v", f.DelayRate)
-	case f.ErrorRate < 0 || f.ErrorRate > 1 || f.ErrorRate != f.ErrorRate:
-		return bad("errorRate must be in the range [0, 1], got %v", f.ErrorRate)
 	case f.ErrorRate > 0 && (f.ErrorCode < 100 || f.ErrorCode > 599):
 		return bad("errorCode must be an HTTP status in 100-599 when errorRate > 0, got %d", f.ErrorCode)
 	case len(f.ErrorBody) > maxErrorBody:
@@ -172,6 +165,26 @@ type timing struct {
 	average, variation time.Duration
 	delayRate          float64
 	errorRate          float64
+}
+
+// validate checks the delay and rate fields shared by HTTP and gRPC faults.
+func (t timing) validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: "+format, append([]any{errdefs.ErrInvalidArgument}, args...)...)
+	}
+	switch {
+	case t.average < 0:
+		return bad("averageDelay must not be negative, got %s", t.average)
+	case t.variation < 0:
+		return bad("delayVariation must not be negative, got %s", t.variation)
+	case t.variation > t.average:
+		return bad("delayVariation (%s) must not be greater than averageDelay (%s)", t.variation, t.average)
+	case t.delayRate < 0 || t.delayRate > 1 || t.delayRate != t.delayRate:
+		return bad("delayRate must be in the range [0, 1], got %v", t.delayRate)
+	case t.errorRate < 0 || t.errorRate > 1 || t.errorRate != t.errorRate:
+		return bad("errorRate must be in the range [0, 1], got %v", t.errorRate)
+	}
+	return nil
 }
 
 func (t timing) decide() decision {

@@ -33,17 +33,10 @@ func (f *GRPCFault) Validate() error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: "+format, append([]any{errdefs.ErrInvalidArgument}, args...)...)
 	}
+	if err := (timing{f.AverageDelay, f.DelayVariation, f.DelayRate, f.ErrorRate}).validate(); err != nil {
+		return err
+	}
 	switch {
-	case f.AverageDelay < 0:
-		return bad("averageDelay must not be negative, got %s", f.AverageDelay)
-	case f.DelayVariation < 0:
-		return bad("delayVariation must not be negative, got %s", f.DelayVariation)
-	case f.DelayVariation > f.AverageDelay:
-		return bad("delayVariation (%s) must not be greater than averageDelay (%s)", f.DelayVariation, f.AverageDelay)
-	case f.DelayRate < 0 || f.DelayRate > 1 || f.DelayRate != f.DelayRate:
-		return bad("delayRate must be in the range [0, 1], got %v", f.DelayRate)
-	case f.ErrorRate < 0 || f.ErrorRate > 1 || f.ErrorRate != f.ErrorRate:
-		return bad("errorRate must be in the range [0, 1], got %v", f.ErrorRate)
 	case f.ErrorRate > 0 && (f.StatusCode < 1 || f.StatusCode > 16):
 		return bad("statusCode must be a gRPC status code in 1-16 when errorRate > 0, got %d", f.StatusCode)
 	case len(f.StatusMessage) > 4096:
