@@ -54,7 +54,7 @@ type Options struct {
 type Stats struct {
 	PacketsSeen        uint64 // inbound packets matching port and protocol
 	PacketsDropped     uint64
-	ConnectionsSeen    uint64 // new TCP connections to the port
+	ConnectionsSeen    uint64 // listener lookups of new TCP connections to the port (a retransmitted SYN counts again)
 	ConnectionsRefused uint64
 }
 
