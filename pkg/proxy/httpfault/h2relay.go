@@ -630,16 +630,30 @@ func (r *h2relay) clientIDLocked(uid uint32) (uint32, *h2stream) {
 func (r *h2relay) upstreamHeaders(br *bufio.Reader, h frameHeader, payload []byte) error {
 	r.mu.Lock()
 	cid, st := r.clientIDLocked(h.stream)
-	if st != nil && h.typ == frameHeaders && h.flags&flagEndStream != 0 {
-		st.upstreamDone = true
-		r.cleanupLocked(st)
-	}
 	r.mu.Unlock()
-	r.client.mu.Lock()
-	defer r.client.mu.Unlock()
 	if cid == 0 {
 		cid = h.stream // unknown stream: the client will answer as the protocol says
 	}
+	ends := st != nil && h.typ == frameHeaders && h.flags&flagEndStream != 0
+	if err := r.writeHeaderFrames(br, h, cid, payload); err != nil {
+		return err
+	}
+	if ends {
+		// Only once the frame is written: the end of the last stream may
+		// let a draining connection close.
+		r.mu.Lock()
+		st.upstreamDone = true
+		r.cleanupLocked(st)
+		r.mu.Unlock()
+	}
+	return nil
+}
+
+// writeHeaderFrames writes a header block's frames to the client, holding
+// the client writer so nothing comes between them.
+func (r *h2relay) writeHeaderFrames(br *bufio.Reader, h frameHeader, cid uint32, payload []byte) error {
+	r.client.mu.Lock()
+	defer r.client.mu.Unlock()
 	h.stream = cid
 	if err := r.client.writeFrame(h, payload); err != nil {
 		return err
@@ -723,25 +737,32 @@ func (r *h2relay) translateGoAway(payload []byte) []byte {
 func (r *h2relay) upstreamStreamFrame(h frameHeader, payload []byte) error {
 	r.mu.Lock()
 	cid, st := r.clientIDLocked(h.stream)
-	if st != nil {
-		switch {
-		case h.typ == frameRSTStream:
-			delete(r.streams, st.cid)
-			delete(r.byUp, st.uid)
-			r.checkDrainedLocked()
-		case h.typ == frameData && h.flags&flagEndStream != 0:
-			st.upstreamDone = true
-			r.cleanupLocked(st)
-		}
-	}
 	r.mu.Unlock()
 	if cid == 0 {
 		return nil // a stream the client no longer has
 	}
 	r.client.mu.Lock()
-	defer r.client.mu.Unlock()
-	h.stream = cid
-	return r.client.writeFrame(h, payload)
+	h2 := h
+	h2.stream = cid
+	err := r.client.writeFrame(h2, payload)
+	r.client.mu.Unlock()
+	if err != nil || st == nil {
+		return err
+	}
+	// Stream state changes only once the frame is written (see
+	// upstreamHeaders).
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case h.typ == frameRSTStream:
+		delete(r.streams, st.cid)
+		delete(r.byUp, st.uid)
+		r.checkDrainedLocked()
+	case h.typ == frameData && h.flags&flagEndStream != 0:
+		st.upstreamDone = true
+		r.cleanupLocked(st)
+	}
+	return nil
 }
 
 // cleanupLocked forgets a stream both sides have ended.

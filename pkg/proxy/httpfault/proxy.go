@@ -223,6 +223,7 @@ type conn struct {
 func (c *conn) closeWhenDrained(ctx context.Context) {
 	select {
 	case <-c.relay.drained:
+		_ = c.relay.flush(c.relay.client) // the frames that ended the last streams
 	case <-ctx.Done():
 	}
 	c.closeAll()
