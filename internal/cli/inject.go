@@ -53,8 +53,9 @@ func (p *targetParams) run(ctx context.Context, g *globals, req *pb.InjectReques
 	return g.inject(ctx, req)
 }
 
-// request builds the request around a fault, checking the shared flags.
-func (p *targetParams) request() (*pb.InjectRequest, error) {
+// request builds the request around a fault, checking the shared flags
+// and the fault's port (0 allowed when allowZero).
+func (p *targetParams) request(port int, allowZero bool) (*pb.InjectRequest, error) {
 	req := &pb.InjectRequest{Id: p.id, Duration: durationpb.New(p.duration)}
 	switch {
 	case (p.netns != "" || p.pid != 0) && p.sel.given():
@@ -71,6 +72,9 @@ func (p *targetParams) request() (*pb.InjectRequest, error) {
 	}
 	if p.duration == 0 {
 		return nil, usagef("--duration is required, e.g. --duration 30s")
+	}
+	if err := checkPort(port, allowZero); err != nil {
+		return nil, err
 	}
 	if req.Id == "" {
 		b := make([]byte, 4)
@@ -151,11 +155,8 @@ Examples:
 }
 
 func (p *httpParams) request() (*pb.InjectRequest, error) {
-	req, err := p.targetParams.request()
+	req, err := p.targetParams.request(p.port, p.sel.given())
 	if err != nil {
-		return nil, err
-	}
-	if err := checkPort(p.port, p.sel.given()); err != nil {
 		return nil, err
 	}
 	if p.errorCode < 0 {

@@ -58,11 +58,8 @@ Examples:
 }
 
 func (p *grpcParams) request() (*pb.InjectRequest, error) {
-	req, err := p.targetParams.request()
+	req, err := p.targetParams.request(p.port, p.sel.given())
 	if err != nil {
-		return nil, err
-	}
-	if err := checkPort(p.port, p.sel.given()); err != nil {
 		return nil, err
 	}
 	if p.statusCode < 0 {

@@ -47,11 +47,8 @@ Examples:
 }
 
 func (p *networkParams) request() (*pb.InjectRequest, error) {
-	req, err := p.targetParams.request()
+	req, err := p.targetParams.request(p.port, true)
 	if err != nil {
-		return nil, err
-	}
-	if err := checkPort(p.port, true); err != nil {
 		return nil, err
 	}
 	req.Fault = &pb.InjectRequest_Network{Network: &pb.NetworkFault{
