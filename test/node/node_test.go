@@ -168,24 +168,62 @@ func TestInjectBlocksAndReturnsCounters(t *testing.T) {
 	nd.assertDirectWithin(t, time.Second, nil)
 }
 
+// proxyKinds are the fault kinds that steer a port into the proxy; each
+// checks that it is in the path while it runs.
+var proxyKinds = []struct {
+	name   string
+	fault  func(nd *node) *pb.InjectRequest
+	during func(t *testing.T, nd *node)
+}{
+	{"http", func(nd *node) *pb.InjectRequest {
+		return nd.httpRequest(time.Minute, &pb.HTTPFault{ErrorRate: 1, ErrorCode: 503})
+	}, func(t *testing.T, nd *node) {
+		if code, _ := nd.get(t); code != 503 {
+			t.Fatalf("during the fault: %d, want 503", code)
+		}
+	}},
+	{"grpc", func(nd *node) *pb.InjectRequest {
+		return &pb.InjectRequest{Target: &pb.Target{Kind: &pb.Target_NetnsPath{NetnsPath: nd.pod.Path}}, Duration: durationpb.New(time.Minute),
+			Fault: &pb.InjectRequest_Grpc{Grpc: &pb.GrpcFault{Port: 8080, ErrorRate: 1, StatusCode: 14}}}
+	}, func(t *testing.T, nd *node) {
+		// An HTTP/1.1 request passes a gRPC fault untouched, through the proxy.
+		if code, _ := nd.get(t); code != 200 {
+			t.Fatalf("during the fault: %d, want 200", code)
+		}
+		l, err := nd.api.List(context.Background(), &pb.ListRequest{})
+		if err != nil || len(l.GetFaults()) != 1 || l.GetFaults()[0].GetCounters().GetUnmatched() != 1 {
+			t.Fatalf("the proxy did not see the request: %v %v", l, err)
+		}
+	}},
+}
+
 func TestCallerCancelRevokes(t *testing.T) {
-	nd := newNode(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() {
-		_, err := nd.api.Inject(ctx, nd.httpRequest(time.Minute, &pb.HTTPFault{ErrorRate: 1, ErrorCode: 503}))
-		errc <- err
-	}()
-	nd.waitFaults(t, 1)
-	if code, _ := nd.get(t); code != 503 {
-		t.Fatalf("during the fault: %d", code)
+	for _, kind := range proxyKinds {
+		t.Run(kind.name, func(t *testing.T) {
+			nd := newNode(t)
+			ctx, cancel := context.WithCancel(context.Background())
+			errc := make(chan error, 1)
+			go func() {
+				_, err := nd.api.Inject(ctx, kind.fault(nd))
+				errc <- err
+			}()
+			nd.waitFaults(t, 1)
+			kind.during(t, nd)
+			progs := netnstest.AttachedPrograms(t, nd.pod.NS)
+			cancel()
+			if err := <-errc; status.Code(err) != codes.Canceled {
+				t.Errorf("Inject after cancel: %v", err)
+			}
+			nd.assertDirectWithin(t, time.Second, nil)
+			nd.waitFaults(t, 0)
+			if live := netnstest.LivePrograms(t, progs); len(live) != 0 {
+				time.Sleep(100 * time.Millisecond)
+				if live = netnstest.LivePrograms(t, progs); len(live) != 0 {
+					t.Errorf("programs left after cancel: %v", live)
+				}
+			}
+		})
 	}
-	cancel()
-	if err := <-errc; status.Code(err) != codes.Canceled {
-		t.Errorf("Inject after cancel: %v", err)
-	}
-	nd.assertDirectWithin(t, time.Second, nil)
-	nd.waitFaults(t, 0)
 }
 
 func TestRevoke(t *testing.T) {
@@ -220,29 +258,31 @@ func TestRevoke(t *testing.T) {
 }
 
 func TestSIGKILLLeavesNothingBehind(t *testing.T) {
-	nd := newNode(t)
-	go nd.api.Inject(context.Background(), nd.httpRequest(time.Minute, &pb.HTTPFault{ErrorRate: 1, ErrorCode: 503}))
-	nd.waitFaults(t, 1)
-	if code, _ := nd.get(t); code != 503 {
-		t.Fatalf("during the fault: %d", code)
-	}
-	progs := netnstest.AttachedPrograms(t, nd.pod.NS)
-	if len(progs) != 1 {
-		t.Fatalf("%d programs attached during the fault, want 1", len(progs))
-	}
-	if err := nd.daemon.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	killed := time.Now()
-	nd.daemon.Wait()
-	nd.assertDirectWithin(t, time.Second, nil)
-	t.Logf("direct again %s after SIGKILL", time.Since(killed).Round(time.Millisecond))
-	deadline := time.Now().Add(time.Second)
-	for len(netnstest.LivePrograms(t, progs)) > 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if live := netnstest.LivePrograms(t, progs); len(live) != 0 {
-		t.Errorf("programs still loaded after SIGKILL: %v", live)
+	for _, kind := range proxyKinds {
+		t.Run(kind.name, func(t *testing.T) {
+			nd := newNode(t)
+			go nd.api.Inject(context.Background(), kind.fault(nd))
+			nd.waitFaults(t, 1)
+			kind.during(t, nd)
+			progs := netnstest.AttachedPrograms(t, nd.pod.NS)
+			if len(progs) != 1 {
+				t.Fatalf("%d programs attached during the fault, want 1", len(progs))
+			}
+			if err := nd.daemon.Process.Signal(syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			killed := time.Now()
+			nd.daemon.Wait()
+			nd.assertDirectWithin(t, time.Second, nil)
+			t.Logf("direct again %s after SIGKILL", time.Since(killed).Round(time.Millisecond))
+			deadline := time.Now().Add(time.Second)
+			for len(netnstest.LivePrograms(t, progs)) > 0 && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if live := netnstest.LivePrograms(t, progs); len(live) != 0 {
+				t.Errorf("programs still loaded after SIGKILL: %v", live)
+			}
+		})
 	}
 }
 
