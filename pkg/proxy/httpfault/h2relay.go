@@ -5,9 +5,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"io"
-	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -202,10 +200,10 @@ func (c *conn) serveHTTP2() {
 	r := newH2Relay(c.p, c.bw, c.upbw)
 	c.upMu.Lock()
 	c.relay = r
-	c.upMu.Unlock()
 	if c.p.closing.Load() {
-		r.shutdown()
+		c.drainHTTP2() // Shutdown may have passed this connection by
 	}
+	c.upMu.Unlock()
 	// The preface goes first, as received.
 	pre, _ := c.br.Peek(len(h2Preface))
 	c.upbw.Write(pre)
@@ -878,8 +876,3 @@ func (f h2fields) Header(name string) (string, bool) {
 func isGRPCContentType(ct string) bool {
 	return ct == "application/grpc" || strings.HasPrefix(ct, "application/grpc+") || strings.HasPrefix(ct, "application/grpc;")
 }
-
-var (
-	_ = http.StatusOK
-	_ = fmt.Sprint
-)

@@ -105,6 +105,9 @@ type framing struct {
 	badTE         bool // a Transfer-Encoding other than ending in chunked
 }
 
+// hasBody reports whether a request with this framing carries a body.
+func (f framing) hasBody() bool { return f.chunked || f.contentLength > 0 }
+
 func parseFraming(it headerIter, proto11 bool) (framing, error) {
 	f := framing{contentLength: -1, proto11: proto11}
 	keepAlive := false

@@ -156,10 +156,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		}
 		c.upMu.Lock()
 		if c.relay != nil {
-			// HTTP/2 gets a GOAWAY; the connection closes once its
-			// streams are done.
-			c.relay.shutdown()
-			go c.closeWhenDrained(ctx)
+			c.drainHTTP2()
 		}
 		c.upMu.Unlock()
 	}
@@ -218,15 +215,20 @@ type conn struct {
 	relay *h2relay // HTTP/2 connections only
 }
 
-// closeWhenDrained closes an HTTP/2 connection once its relay has no
-// stream left, or when ctx ends.
-func (c *conn) closeWhenDrained(ctx context.Context) {
-	select {
-	case <-c.relay.drained:
-		_ = c.relay.flush(c.relay.client) // the frames that ended the last streams
-	case <-ctx.Done():
-	}
-	c.closeAll()
+// drainHTTP2 ends an HTTP/2 connection gracefully: the client gets a
+// GOAWAY, and the connection closes once its relay has no stream left (or
+// when Shutdown gives up). Shutdown calls it for relays that exist, and a
+// relay that starts during Shutdown calls it itself.
+func (c *conn) drainHTTP2() {
+	c.relay.shutdown()
+	go func() {
+		select {
+		case <-c.relay.drained:
+			_ = c.relay.flush(c.relay.client) // the frames that ended the last streams
+		case <-c.p.killCtx.Done():
+		}
+		c.closeAll()
+	}()
 }
 
 // h2Preface starts every cleartext HTTP/2 connection with prior knowledge.
@@ -361,7 +363,7 @@ func (c *conn) answerError(req *requestHead) bool {
 	f := c.p.Fault
 	closeAfter := req.close
 	_, _ = c.br.Discard(len(req.raw))
-	if req.chunked || req.contentLength > 0 {
+	if req.hasBody() {
 		if req.expect100 {
 			// The client waits for a go-ahead that will not come: answer
 			// and close rather than wait for a body that is not sent.
@@ -387,7 +389,7 @@ func (c *conn) forward(req *requestHead, hold time.Duration) bool {
 		}
 		fresh = true
 	}
-	hasBody := req.chunked || req.contentLength > 0
+	hasBody := req.hasBody()
 	var bodyDone chan error
 
 	// 4b. Send the head. A request without a body stays in the client
