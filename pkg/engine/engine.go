@@ -311,29 +311,11 @@ func (e *Engine) Start(spec Spec) (*Fault, error) {
 	f.started = time.Now()
 	f.expires = f.started.Add(spec.Duration)
 
-	e.mu.Lock()
-	switch {
-	case e.closed:
-		e.mu.Unlock()
-		ns.Close()
-		return nil, fmt.Errorf("%w: faultlined is shutting down", errdefs.ErrUnavailable)
-	case e.faults[spec.ID] != nil:
-		e.mu.Unlock()
-		ns.Close()
-		return nil, fmt.Errorf("%w: a fault with id %q is already active", errdefs.ErrAlreadyExists, spec.ID)
-	}
-	for _, other := range e.faults {
-		if other.claim.collides(k) {
-			e.mu.Unlock()
-			ns.Close()
-			return nil, fmt.Errorf("%w: %s already has %s fault %q on %s, active until %s; revoke it first",
-				errdefs.ErrFailedPrecondition, spec.Target, other.spec.Kind(), other.spec.ID, other.claim.describe(), other.expires.Format(time.RFC3339))
-		}
-	}
 	// Reserve the claim before the slow part so a concurrent Start is refused.
-	e.faults[spec.ID] = f
-	e.mu.Unlock()
-
+	if err := e.reserve(f); err != nil {
+		ns.Close()
+		return nil, err
+	}
 	if err := f.setup(); err != nil {
 		e.forget(f)
 		ns.Close()
@@ -345,6 +327,27 @@ func (e *Engine) Start(spec Spec) (*Fault, error) {
 	go f.run()
 	e.log.Info("fault started", "fault_id", spec.ID, "kind", spec.Kind(), "netns", spec.Target.String(), "port", k.port, "duration", spec.Duration)
 	return f, nil
+}
+
+// reserve registers f unless the engine is closed, its id is taken, or its
+// claim collides with a fault already there.
+func (e *Engine) reserve(f *Fault) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	switch {
+	case e.closed:
+		return fmt.Errorf("%w: faultlined is shutting down", errdefs.ErrUnavailable)
+	case e.faults[f.spec.ID] != nil:
+		return fmt.Errorf("%w: a fault with id %q is already active", errdefs.ErrAlreadyExists, f.spec.ID)
+	}
+	for _, other := range e.faults {
+		if other.claim.collides(f.claim) {
+			return fmt.Errorf("%w: %s already has %s fault %q on %s, active until %s; revoke it first",
+				errdefs.ErrFailedPrecondition, f.spec.Target, other.spec.Kind(), other.spec.ID, other.claim.describe(), other.expires.Format(time.RFC3339))
+		}
+	}
+	e.faults[f.spec.ID] = f
+	return nil
 }
 
 func (e *Engine) forget(f *Fault) {
