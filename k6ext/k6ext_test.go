@@ -96,6 +96,11 @@ func (f *fakeGateway) TerminatePods(_ context.Context, r *pb.TerminatePodsReques
 }
 
 func startFake(t *testing.T) (*fakeGateway, string) {
+	return startFakeReflect(t, true)
+}
+
+// startFakeReflect starts a fake gateway, with or without reflection.
+func startFakeReflect(t *testing.T, withReflection bool) (*fakeGateway, string) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -104,7 +109,9 @@ func startFake(t *testing.T) (*fakeGateway, string) {
 	f := &fakeGateway{}
 	s := grpc.NewServer()
 	pb.RegisterGatewayServer(s, f)
-	reflection.Register(s)
+	if withReflection {
+		reflection.Register(s)
+	}
 	go s.Serve(ln)
 	t.Cleanup(s.Stop)
 	return f, ln.Addr().String()
@@ -265,5 +272,22 @@ func TestRequestsAndMetrics(t *testing.T) {
 	}
 	if got := f.last(); !strings.Contains(got, `"count":"1"`) {
 		t.Errorf("terminate request %s", got)
+	}
+}
+
+// TestProtoFilesInsteadOfReflection loads the schema from
+// FAULTLINE_PROTO in the init context, against a gateway without
+// reflection.
+func TestProtoFilesInsteadOfReflection(t *testing.T) {
+	_, addr := startFakeReflect(t, false)
+	if _, err := run(t, map[string]string{"FAULTLINE_ADDR": addr}, pod+`d.targets();`); err == nil || !strings.Contains(err.Error(), "reflection") {
+		t.Fatalf("without reflection and without FAULTLINE_PROTO: %v, want a reflection error", err)
+	}
+	protoDir, _ := filepath.Abs("../proto")
+	_, err := run(t, map[string]string{"FAULTLINE_ADDR": addr, "FAULTLINE_PROTO": protoDir}, pod+`
+		const names = d.targets();
+		if (names.join() !== 'catalog-1,catalog-2') throw new Error('targets ' + names);`)
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -9,8 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bufbuild/protocompile"
 	"github.com/grafana/sobek"
-	"github.com/jhump/protoreflect/desc/protoparse"
 	"github.com/jhump/protoreflect/grpcreflect"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
@@ -58,13 +58,15 @@ func (c *grpcClient) load(importPaths []string, files ...string) {
 	if !c.vu.inInit {
 		c.vu.throw("load must be called in the init context")
 	}
-	p := protoparse.Parser{ImportPaths: importPaths}
-	fds, err := p.ParseFiles(files...)
+	compiler := protocompile.Compiler{
+		Resolver: protocompile.WithStandardImports(&protocompile.SourceResolver{ImportPaths: importPaths}),
+	}
+	fds, err := compiler.Compile(c.vu.ctx, files...)
 	if err != nil {
 		c.vu.throw("%v", err)
 	}
 	for _, fd := range fds {
-		sds := fd.UnwrapFile().Services()
+		sds := fd.Services()
 		for i := 0; i < sds.Len(); i++ {
 			c.addService(sds.Get(i))
 		}

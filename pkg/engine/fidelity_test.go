@@ -174,7 +174,7 @@ func observe(t *testing.T, w *world) observation {
 	req.Host = "catalog.example:8080"
 	req.Header["X-Multi"] = []string{"a", "b"}
 	req.Header.Set("User-Agent", "fidelity")
-	resp, b = roundTrip(t, c, req)
+	_, b = roundTrip(t, c, req)
 	o["echo"] = string(b)
 
 	// Expect: 100-continue, accepted: the body must go after the 100, long

@@ -311,7 +311,7 @@ func waitFaults(t *testing.T, l *lab, n int) {
 func TestNoRequests(t *testing.T) {
 	l := newLab(t)
 	l.run(t, "lonely", map[string]string{"app": "lonely"})
-	resp, err := l.gw.InjectHTTP(context.Background(), &pb.InjectHTTPRequest{
+	_, err := l.gw.InjectHTTP(context.Background(), &pb.InjectHTTPRequest{
 		Targets: pods("", map[string]string{"app": "lonely"}, nil), Duration: durationpb.New(time.Second),
 		Fault: &pb.HTTPFault{Port: 8080, AverageDelay: durationpb.New(time.Millisecond)},
 	})
@@ -319,7 +319,7 @@ func TestNoRequests(t *testing.T) {
 	if !errdefs.IsNotFound(err) {
 		t.Fatalf("default namespace: %v, want NotFound", err)
 	}
-	resp, err = l.gw.InjectHTTP(context.Background(), &pb.InjectHTTPRequest{
+	resp, err := l.gw.InjectHTTP(context.Background(), &pb.InjectHTTPRequest{
 		Targets: pods(ctrNamespace, map[string]string{"app": "lonely"}, nil), Duration: durationpb.New(time.Second),
 		Fault: &pb.HTTPFault{Port: 8080, AverageDelay: durationpb.New(time.Millisecond)},
 	})
