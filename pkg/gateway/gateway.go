@@ -196,12 +196,14 @@ func (s *Server) inject(ctx context.Context, ts *pb.TargetSet, d *durationpb.Dur
 		return nil, err
 	}
 	reqs := make([]*pb.InjectRequest, len(found))
+	infos := make([]*pb.TargetInfo, len(found))
 	batch := newID()
 	for i, t := range found {
+		infos[i] = targetToProto(t)
 		r := build(t)
 		r.Duration = d
 		r.Id = fmt.Sprintf("%s-%d", batch, i)
-		r.Target = targetToProto(t).Target
+		r.Target = infos[i].Target
 		reqs[i] = r
 	}
 	// Bad input changes nothing: validate before touching any node.
@@ -238,45 +240,14 @@ func (s *Server) inject(ctx context.Context, ts *pb.TargetSet, d *durationpb.Dur
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			select {
-			case starting <- struct{}{}:
-			case <-ctx.Done():
-				return
-			}
-			node, release, err := s.Transport.Node(ctx, t.Node)
+			st, err := s.runTarget(ctx, t, reqs[i], starting)
 			if err != nil {
-				<-starting
-				fail(t, err)
-				return
-			}
-			defer release()
-			wctx, stopWaiting := context.WithCancel(ctx)
-			defer stopWaiting()
-			started := make(chan struct{})
-			go func() {
-				waitStarted(wctx, node, reqs[i].Id)
-				close(started)
-			}()
-			done := make(chan struct{})
-			var resp *pb.InjectResponse
-			go func() {
-				resp, err = node.Inject(ctx, reqs[i])
-				close(done)
-			}()
-			select {
-			case <-started:
-			case <-done:
-			}
-			stopWaiting()
-			<-starting
-			<-done
-			if err != nil {
-				if ctx.Err() == nil || status.Code(err) != codes.Canceled {
+				if ctx.Err() == nil { // after a cancel, errors are its echoes
 					fail(t, err)
 				}
 				return
 			}
-			results[i] = resp.GetFault()
+			results[i] = st
 		}()
 	}
 	wg.Wait()
@@ -290,13 +261,58 @@ func (s *Server) inject(ctx context.Context, ts *pb.TargetSet, d *durationpb.Dur
 		return nil, ctx.Err()
 	}
 	resp := &pb.GatewayInjectResponse{Total: &pb.Counters{}, Skipped: skippedToProto(skipped)}
-	for i, t := range found {
-		resp.Targets = append(resp.Targets, &pb.TargetResult{Target: targetToProto(t), Fault: results[i]})
+	for i := range found {
+		resp.Targets = append(resp.Targets, &pb.TargetResult{Target: infos[i], Fault: results[i]})
 		addCounters(resp.Total, results[i].GetCounters())
 	}
 	resp.NoRequests = requests && resp.Total.GetRequests() == 0
 	s.log().Info("fault ended", "targets", len(found), "requests", resp.Total.GetRequests(), "no_requests", resp.NoRequests)
 	return resp, nil
+}
+
+// runTarget runs one target's fault through its node: it takes a slot of
+// starting, holds it until the node lists the fault as ready (or the call
+// ends early), then waits for the fault to end.
+func (s *Server) runTarget(ctx context.Context, t targets.Target, req *pb.InjectRequest, starting chan struct{}) (*pb.FaultStatus, error) {
+	select {
+	case starting <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	node, release, err := s.Transport.Node(ctx, t.Node)
+	if err != nil {
+		<-starting
+		return nil, err
+	}
+	defer release()
+	type result struct {
+		resp *pb.InjectResponse
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		resp, err := node.Inject(ctx, req)
+		done <- result{resp, err}
+	}()
+	wctx, stopWaiting := context.WithCancel(ctx)
+	started := make(chan struct{})
+	go func() {
+		waitStarted(wctx, node, req.Id)
+		close(started)
+	}()
+	var r result
+	ended := false
+	select {
+	case <-started:
+	case r = <-done:
+		ended = true
+	}
+	stopWaiting()
+	<-starting
+	if !ended {
+		r = <-done
+	}
+	return r.resp.GetFault(), r.err
 }
 
 // targetError names the target in an error, keeping its gRPC code.
