@@ -42,6 +42,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/faultline-dev/faultline/internal/ctrkit"
+	"github.com/faultline-dev/faultline/internal/incident"
 	"github.com/faultline-dev/faultline/internal/topo"
 	"github.com/faultline-dev/faultline/pkg/gateway"
 	ctrsource "github.com/faultline-dev/faultline/pkg/targets/containerd"
@@ -253,7 +254,7 @@ func run(ctx context.Context) error {
 	gw := &gateway.Server{Source: src, Transport: tr, Logger: slog.New(slog.DiscardHandler)}
 
 	base := baseLatency(ctx)
-	p := callFailure(base)
+	p := incident.CallFailure(avgDelay, delayVar, callTimeout, base)
 	results := []result{}
 	for _, sc := range []struct {
 		name    string
@@ -265,12 +266,12 @@ func run(ctx context.Context) error {
 	} {
 		step(fmt.Sprintf("incident %s: catalog gets %s ± %s for %s; %d clients load %s for %s",
 			sc.name, avgDelay, delayVar, faultFor, clients, sc.svc.name, loadFor))
-		r, err := incident(ctx, gw, sc.svc)
+		r, err := playIncident(ctx, gw, sc.svc)
 		if err != nil {
 			return err
 		}
 		r.name = sc.name
-		r.expected = expectedRate(p, sc.retries)
+		r.expected = incident.RequestFailure(p, callsPerReq, sc.retries)
 		results = append(results, r)
 	}
 	report(results, base, p)
@@ -285,7 +286,7 @@ type result struct {
 	counters         *pb.Counters
 }
 
-func incident(ctx context.Context, gw *gateway.Server, svc service) (result, error) {
+func playIncident(ctx context.Context, gw *gateway.Server, svc service) (result, error) {
 	type faultOut struct {
 		resp *pb.GatewayInjectResponse
 		err  error
@@ -381,22 +382,6 @@ func baseLatency(ctx context.Context) time.Duration {
 	return ds[len(ds)/2]
 }
 
-// callFailure is the chance one catalog call times out: the delay is
-// uniform in [avg-var, avg+var], and the call fails when delay plus the
-// direct latency exceeds the timeout.
-func callFailure(base time.Duration) float64 {
-	lo, hi := avgDelay-delayVar, avgDelay+delayVar
-	limit := callTimeout - base
-	return math.Max(0, math.Min(1, float64(hi-limit)/float64(hi-lo)))
-}
-
-// expectedRate: a request fails when any of its calls fails; with n
-// retries a call fails only when all n+1 attempts do.
-func expectedRate(p float64, retries int) float64 {
-	call := math.Pow(p, float64(retries+1))
-	return 1 - math.Pow(1-call, callsPerReq)
-}
-
 func report(rs []result, base time.Duration, p float64) {
 	fmt.Printf("\nOne catalog call times out with probability %.3f (delay uniform in [%s, %s], %s timeout, %s direct latency);\n",
 		p, avgDelay-delayVar, avgDelay+delayVar, callTimeout, base.Round(100*time.Microsecond))
@@ -408,7 +393,7 @@ func report(rs []result, base time.Duration, p float64) {
 		if r.requests > 0 {
 			rate = float64(r.failed) / float64(r.requests)
 		}
-		sigma := math.Sqrt(r.expected * (1 - r.expected) / math.Max(1, float64(r.requests)))
+		sigma := incident.Sigma(r.expected, r.requests)
 		verdict := "within noise"
 		if math.Abs(rate-r.expected) > 3*sigma+0.5/math.Max(1, float64(r.requests)) {
 			verdict = "OUTSIDE noise"

@@ -7,10 +7,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/faultline-dev/faultline/internal/incident"
 	"github.com/faultline-dev/faultline/internal/k6model"
 	"github.com/faultline-dev/faultline/pkg/gateway"
 )
@@ -187,9 +189,9 @@ func TestK6Examples(t *testing.T) {
 		}
 		n := m.Metrics.Count("http_req_failed", nil)
 		rate := m.Metrics.Rate("http_req_failed", nil)
-		p := callFailure(base)
-		expected := 1 - math.Pow(1-p, 4)
-		sigma := math.Sqrt(expected * (1 - expected) / float64(n))
+		p := incident.CallFailure(900*time.Millisecond, 150*time.Millisecond, time.Second, base)
+		expected := incident.RequestFailure(p, 4, 0)
+		sigma := incident.Sigma(expected, n)
 		t.Logf("%d requests, failure rate %.3f, expected %.3f ± %.3f (3σ); threshold results %v; faultline_requests %v",
 			n, rate, expected, 3*sigma, res.Thresholds, m.Metrics.Sum("faultline_requests", nil))
 		if n < 20 || math.Abs(rate-expected) > 3*sigma+1/float64(n) {
@@ -233,18 +235,6 @@ func directLatency(t *testing.T, l *lab) time.Duration {
 		l.status(t, "catalog")
 		ds = append(ds, time.Since(start))
 	}
-	for i := range ds {
-		for j := i + 1; j < len(ds); j++ {
-			if ds[j] < ds[i] {
-				ds[i], ds[j] = ds[j], ds[i]
-			}
-		}
-	}
+	slices.Sort(ds)
 	return ds[len(ds)/2]
-}
-
-// callFailure: the chance a 1s-timeout call fails under 900ms ± 150ms.
-func callFailure(base time.Duration) float64 {
-	lo, hi := 750*time.Millisecond, 1050*time.Millisecond
-	return math.Max(0, math.Min(1, float64(hi-(time.Second-base))/float64(hi-lo)))
 }
