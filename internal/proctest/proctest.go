@@ -3,13 +3,17 @@
 package proctest
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	pb "github.com/faultline-dev/faultline/proto/faultline/v1"
 )
 
 // Build builds the given packages (paths relative to the calling test's
@@ -64,4 +68,21 @@ type logWriter struct{ t *testing.T }
 func (w logWriter) Write(p []byte) (int, error) {
 	w.t.Logf("faultlined: %s", strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// WaitFaults waits up to 5s until faultlined lists exactly n faults, all
+// set up and active, and returns them.
+func WaitFaults(t testing.TB, api pb.NodeClient, n int) []*pb.FaultStatus {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		resp, err := api.List(context.Background(), &pb.ListRequest{})
+		if err == nil && len(resp.GetFaults()) == n && !slices.ContainsFunc(resp.GetFaults(), func(f *pb.FaultStatus) bool { return !f.GetReady() }) {
+			return resp.GetFaults()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("faultlined lists %d faults (err %v), want %d, all ready", len(resp.GetFaults()), err, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

@@ -32,6 +32,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/faultline-dev/faultline/internal/netnstest"
+	"github.com/faultline-dev/faultline/internal/proctest"
 	"github.com/faultline-dev/faultline/pkg/netns"
 	pb "github.com/faultline-dev/faultline/proto/faultline/v1"
 )
@@ -153,7 +154,7 @@ func TestBenchTable(t *testing.T) {
 			Duration: durationpb.New(time.Hour),
 			Fault:    &pb.InjectRequest_Grpc{Grpc: &pb.GrpcFault{Port: 9000}},
 		})
-		waitFault(t, api, 2)
+		proctest.WaitFaults(t, api, 2)
 	}
 	defer setProxy(false)
 
@@ -237,16 +238,6 @@ func dialNode(t *testing.T, socket string) pb.NodeClient {
 	}
 	t.Cleanup(func() { conn.Close() })
 	return pb.NewNodeClient(conn)
-}
-
-func waitFault(t *testing.T, api pb.NodeClient, n int) {
-	for i := 0; i < 200; i++ {
-		if l, err := api.List(context.Background(), &pb.ListRequest{}); err == nil && len(l.GetFaults()) == n && allReady(l.GetFaults()) {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatal("fault did not start")
 }
 
 var wrkRPS = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
@@ -395,13 +386,4 @@ func grpcLoad(t *testing.T, h *netnstest.Host, addr string) float64 {
 		total += <-counts
 	}
 	return float64(total) / 3
-}
-
-func allReady(fs []*pb.FaultStatus) bool {
-	for _, f := range fs {
-		if !f.GetReady() {
-			return false
-		}
-	}
-	return true
 }

@@ -295,17 +295,7 @@ func waitFaults(t *testing.T, l *lab, n int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		resp, err := node.List(context.Background(), &pb.ListRequest{})
-		if err == nil && readyCount(resp.GetFaults()) == n && len(resp.GetFaults()) == n {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("faultlined lists %d faults, want %d", len(resp.GetFaults()), n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	proctest.WaitFaults(t, node, n)
 }
 
 func TestNoRequests(t *testing.T) {
@@ -403,15 +393,4 @@ func TestTerminatePods(t *testing.T) {
 			t.Errorf("count %q: %v, want %q", tc.count, err, tc.want)
 		}
 	}
-}
-
-// readyCount counts the faults that are set up and active.
-func readyCount(fs []*pb.FaultStatus) int {
-	n := 0
-	for _, f := range fs {
-		if f.GetReady() {
-			n++
-		}
-	}
-	return n
 }

@@ -98,26 +98,7 @@ func (nd *node) httpRequest(d time.Duration, f *pb.HTTPFault) *pb.InjectRequest 
 // waitFaults waits until List shows n faults.
 func (nd *node) waitFaults(t *testing.T, n int) []*pb.FaultStatus {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		resp, err := nd.api.List(context.Background(), &pb.ListRequest{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ready := 0
-		for _, f := range resp.GetFaults() {
-			if f.GetReady() {
-				ready++
-			}
-		}
-		if len(resp.GetFaults()) == n && ready == n {
-			return resp.GetFaults()
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("List shows %d faults, want %d", len(resp.GetFaults()), n)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return proctest.WaitFaults(t, nd.api, n)
 }
 
 // assertDirectWithin checks that within d a new connection reaches the app
