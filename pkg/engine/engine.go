@@ -163,10 +163,14 @@ type Engine struct {
 	bypass netip.Addr
 	log    *slog.Logger
 
-	mu     sync.Mutex
-	faults map[string]*Fault
-	closed bool
+	mu        sync.Mutex
+	faults    map[string]*Fault
+	forbidden map[string]time.Time // ids revoked before they arrived
+	closed    bool
 }
+
+// forbidFor is how long Revoke(id, true) refuses a late fault with id.
+const forbidFor = time.Minute
 
 // claim is what a fault holds in a namespace; two faults whose claims
 // collide cannot run at once.
@@ -204,7 +208,7 @@ func New(opts Options) *Engine {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Engine{bypass: opts.BypassSource, log: opts.Logger, faults: map[string]*Fault{}}
+	return &Engine{bypass: opts.BypassSource, log: opts.Logger, faults: map[string]*Fault{}, forbidden: map[string]time.Time{}}
 }
 
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
@@ -307,7 +311,7 @@ func (e *Engine) Start(spec Spec) (*Fault, error) {
 		return nil, err
 	}
 	k := spec.claim(ns.ID())
-	f := &Fault{e: e, spec: spec, ns: ns, claim: k, done: make(chan struct{}), stopReq: make(chan Reason, 1)}
+	f := &Fault{e: e, spec: spec, ns: ns, claim: k, setupDone: make(chan struct{}), done: make(chan struct{}), stopReq: make(chan Reason, 1)}
 	f.started = time.Now()
 	f.expires = f.started.Add(spec.Duration)
 
@@ -317,7 +321,11 @@ func (e *Engine) Start(spec Spec) (*Fault, error) {
 		return nil, err
 	}
 	if err := f.setup(); err != nil {
+		e.mu.Lock()
+		f.setupFailed = true
+		e.mu.Unlock()
 		e.forget(f)
+		close(f.setupDone)
 		ns.Close()
 		return nil, err
 	}
@@ -325,6 +333,7 @@ func (e *Engine) Start(spec Spec) (*Fault, error) {
 	f.ready = true
 	e.mu.Unlock()
 	go f.run()
+	close(f.setupDone)
 	e.log.Info("fault started", "fault_id", spec.ID, "kind", spec.Kind(), "netns", spec.Target.String(), "port", k.port, "duration", spec.Duration)
 	return f, nil
 }
@@ -339,6 +348,8 @@ func (e *Engine) reserve(f *Fault) error {
 		return fmt.Errorf("%w: faultlined is shutting down", errdefs.ErrUnavailable)
 	case e.faults[f.spec.ID] != nil:
 		return fmt.Errorf("%w: a fault with id %q is already active", errdefs.ErrAlreadyExists, f.spec.ID)
+	case time.Since(e.forbidden[f.spec.ID]) < forbidFor:
+		return fmt.Errorf("%w: fault %q was revoked before it arrived", errdefs.ErrFailedPrecondition, f.spec.ID)
 	}
 	for _, other := range e.faults {
 		if other.claim.collides(f.claim) {
@@ -372,17 +383,6 @@ func (c claim) describe() string {
 	return port + " (" + proto + ")"
 }
 
-// Get returns the running fault with this id.
-func (e *Engine) Get(id string) (*Fault, error) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	f := e.faults[id]
-	if f == nil || !f.ready {
-		return nil, fmt.Errorf("%w: no active fault with id %q", errdefs.ErrNotFound, id)
-	}
-	return f, nil
-}
-
 // List returns the running faults, and those still starting, oldest first.
 func (e *Engine) List() []Status {
 	e.mu.Lock()
@@ -399,11 +399,33 @@ func (e *Engine) List() []Status {
 	return out
 }
 
-// Revoke stops a running fault and returns its final status.
-func (e *Engine) Revoke(id string) (Status, error) {
-	f, err := e.Get(id)
-	if err != nil {
-		return Status{}, err
+// Revoke stops a fault and returns its final status. A fault still being
+// set up is stopped as soon as it is. With forbidLater, an id not known
+// yet is refused if it arrives within a minute: a caller that cancelled
+// an Inject still on its way can be sure it never starts.
+func (e *Engine) Revoke(id string, forbidLater bool) (Status, error) {
+	notFound := fmt.Errorf("%w: no active fault with id %q", errdefs.ErrNotFound, id)
+	e.mu.Lock()
+	f := e.faults[id]
+	if f == nil {
+		if forbidLater {
+			for old, at := range e.forbidden {
+				if time.Since(at) >= forbidFor {
+					delete(e.forbidden, old)
+				}
+			}
+			e.forbidden[id] = time.Now()
+		}
+		e.mu.Unlock()
+		return Status{}, notFound
+	}
+	e.mu.Unlock()
+	<-f.setupDone
+	e.mu.Lock()
+	failed := f.setupFailed
+	e.mu.Unlock()
+	if failed {
+		return Status{}, notFound
 	}
 	return f.Stop(ReasonRevoked), nil
 }
@@ -426,11 +448,13 @@ func (e *Engine) Close() {
 
 // Fault is one running fault.
 type Fault struct {
-	e     *Engine
-	spec  Spec
-	ns    *netns.Handle
-	claim claim
-	ready bool // set up and running; guarded by e.mu
+	e           *Engine
+	spec        Spec
+	ns          *netns.Handle
+	claim       claim
+	ready       bool // set up and running; guarded by e.mu
+	setupFailed bool // guarded by e.mu
+	setupDone   chan struct{}
 
 	impl impl
 

@@ -371,7 +371,7 @@ func TestNothingLeftBehind(t *testing.T) {
 			case "expiry":
 				<-f.Done()
 			case "revoke":
-				if _, err := w.eng.Revoke(f.ID()); err != nil {
+				if _, err := w.eng.Revoke(f.ID(), false); err != nil {
 					t.Fatal(err)
 				}
 			case "stop":
@@ -414,4 +414,56 @@ func openNetnsFiles(t *testing.T, h *netnstest.Host) int {
 		}
 	}
 	return n
+}
+
+func TestRevokeForbidsALateFault(t *testing.T) {
+	w := newWorld(t)
+	spec := engine.Spec{ID: "late", Target: engine.Target{NetnsPath: w.pod.Path}, Duration: time.Minute,
+		HTTP: &engine.HTTPFault{Port: 8080, Fault: httpfault.Fault{ErrorRate: 1, ErrorCode: 503}}}
+	if _, err := w.eng.Revoke("late", false); !errdefs.IsNotFound(err) {
+		t.Fatalf("revoke of an unknown id: %v", err)
+	}
+	f, err := w.eng.Start(spec) // without forbidLater the id stays free
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Stop(engine.ReasonRevoked)
+	if _, err := w.eng.Revoke("late", true); !errdefs.IsNotFound(err) {
+		t.Fatalf("revoke of an ended id: %v", err)
+	}
+	if _, err := w.eng.Start(spec); !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), `fault "late" was revoked before it arrived`) {
+		t.Fatalf("a forbidden id started: %v", err)
+	}
+	if n := len(netnstest.AttachedPrograms(t, w.pod.NS)); n != 0 {
+		t.Errorf("%d programs attached", n)
+	}
+}
+
+func TestRevokeStopsAFaultBeingSetUp(t *testing.T) {
+	w := newWorld(t)
+	spec := engine.Spec{ID: "racing", Target: engine.Target{NetnsPath: w.pod.Path}, Duration: time.Minute,
+		HTTP: &engine.HTTPFault{Port: 8080, Fault: httpfault.Fault{ErrorRate: 1, ErrorCode: 503}}}
+	started := make(chan *engine.Fault, 1)
+	go func() {
+		f, _ := w.eng.Start(spec)
+		started <- f
+	}()
+	var st engine.Status
+	var err error
+	for i := 0; i < 1000; i++ { // Revoke until the fault is there, set up or not
+		if st, err = w.eng.Revoke("racing", false); err == nil {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err != nil || st.EndReason != engine.ReasonRevoked {
+		t.Fatalf("revoke: %v %v", st, err)
+	}
+	<-started
+	if r := do(t, w.http, "GET", w.url+"/", nil); r.status != 200 {
+		t.Errorf("after the revoke: %d", r.status)
+	}
+	if n := len(w.eng.List()); n != 0 {
+		t.Errorf("List shows %d faults", n)
+	}
 }

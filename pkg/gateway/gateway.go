@@ -12,7 +12,6 @@ import (
 	"log/slog"
 	"math"
 	mrand "math/rand/v2"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -252,9 +251,9 @@ func (s *Server) inject(ctx context.Context, ts *pb.TargetSet, d *durationpb.Dur
 	}
 	wg.Wait()
 	if firstErr != nil || ctx.Err() != nil {
-		// Cancelling a call does not wait for the node: make sure every
-		// fault of this batch is gone before answering.
-		s.awaitGone(found, batch)
+		// Cancelling a call does not wait for the node: revoke every
+		// fault of the batch, and forbid those still on their way.
+		s.revokeAll(found, reqs)
 		if firstErr != nil {
 			return nil, firstErr
 		}
@@ -327,37 +326,30 @@ func targetError(t targets.Target, err error) error {
 	return status.Errorf(code, "target %s on node %s: %s", t.Ref(), t.Node, msg)
 }
 
-// awaitGone waits, up to 10s, until no node of the targets lists a fault
-// of the batch.
-func (s *Server) awaitGone(found []targets.Target, batch string) {
+// revokeAll revokes the batch's fault on every target, forbidding those
+// that have not reached their node yet; when it returns, none is left and
+// none can start.
+func (s *Server) revokeAll(found []targets.Target, reqs []*pb.InjectRequest) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	seen := map[string]bool{}
-	for _, t := range found {
-		if seen[t.Node] {
-			continue
-		}
-		seen[t.Node] = true
-		node, release, err := s.Transport.Node(ctx, t.Node)
-		if err != nil {
-			continue
-		}
-		// Two clean lists in a row: a start still on its way shows up
-		// between them.
-		for clean := 0; clean < 2 && ctx.Err() == nil; {
-			l, err := node.List(ctx, &pb.ListRequest{})
+	var wg sync.WaitGroup
+	for i, t := range found {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			node, release, err := s.Transport.Node(ctx, t.Node)
 			if err != nil {
-				break
+				s.log().Warn("cannot revoke", "target", t.Ref(), "err", err)
+				return
 			}
-			if slices.ContainsFunc(l.GetFaults(), func(f *pb.FaultStatus) bool { return strings.HasPrefix(f.GetId(), batch+"-") }) {
-				clean = 0
-			} else {
-				clean++
+			defer release()
+			_, err = node.Revoke(ctx, &pb.RevokeRequest{Id: reqs[i].GetId(), ForbidLater: true})
+			if err != nil && status.Code(err) != codes.NotFound {
+				s.log().Warn("cannot revoke", "target", t.Ref(), "err", err)
 			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		release()
+		}()
 	}
+	wg.Wait()
 }
 
 // waitStarted returns once the node lists the fault as ready, or ctx ends.

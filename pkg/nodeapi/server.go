@@ -55,7 +55,7 @@ func (s *Server) List(context.Context, *pb.ListRequest) (*pb.ListResponse, error
 
 // Revoke ends a fault.
 func (s *Server) Revoke(_ context.Context, req *pb.RevokeRequest) (*pb.RevokeResponse, error) {
-	st, err := s.Engine.Revoke(req.GetId())
+	st, err := s.Engine.Revoke(req.GetId(), req.GetForbidLater())
 	if err != nil {
 		return nil, err
 	}

@@ -1113,8 +1113,11 @@ func (x *ListResponse) GetFaults() []*FaultStatus {
 }
 
 type RevokeRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Also refuse, for a minute, a fault with this id that has not arrived
+	// yet: for a caller that cancelled an Inject still on its way.
+	ForbidLater   bool `protobuf:"varint,2,opt,name=forbid_later,json=forbidLater,proto3" json:"forbid_later,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1154,6 +1157,13 @@ func (x *RevokeRequest) GetId() string {
 		return x.Id
 	}
 	return ""
+}
+
+func (x *RevokeRequest) GetForbidLater() bool {
+	if x != nil {
+		return x.ForbidLater
+	}
+	return false
 }
 
 type RevokeResponse struct {
@@ -1301,9 +1311,10 @@ const file_faultline_v1_node_proto_rawDesc = "" +
 	"\x05fault\x18\x01 \x01(\v2\x19.faultline.v1.FaultStatusR\x05fault\"\r\n" +
 	"\vListRequest\"A\n" +
 	"\fListResponse\x121\n" +
-	"\x06faults\x18\x01 \x03(\v2\x19.faultline.v1.FaultStatusR\x06faults\"\x1f\n" +
+	"\x06faults\x18\x01 \x03(\v2\x19.faultline.v1.FaultStatusR\x06faults\"B\n" +
 	"\rRevokeRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"A\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
+	"\fforbid_later\x18\x02 \x01(\bR\vforbidLater\"A\n" +
 	"\x0eRevokeResponse\x12/\n" +
 	"\x05fault\x18\x01 \x01(\v2\x19.faultline.v1.FaultStatusR\x05fault*X\n" +
 	"\tDelayMode\x12\x1a\n" +
