@@ -137,7 +137,7 @@ func parseChunkSize(line []byte) (int64, error) {
 	return n, nil
 }
 
-// copyBody copies a request body with the given framing.
+// copyRequestBody copies a request body with the given framing.
 func copyRequestBody(dst *bufio.Writer, src *bufio.Reader, f framing) error {
 	switch {
 	case f.chunked:
