@@ -173,6 +173,7 @@ type h2relay struct {
 	goAwayLast  uint32 // the last client stream we accept after ourGoAway
 	injected    uint32 // connection DATA bytes we sent the client
 	drained     chan struct{}
+	ended       chan struct{} // closed when both directions have stopped
 }
 
 func newH2Relay(p *Proxy, client, up *bufio.Writer) *h2relay {
@@ -184,6 +185,7 @@ func newH2Relay(p *Proxy, client, up *bufio.Writer) *h2relay {
 		byUp:    map[uint32]*h2stream{},
 		nextUp:  1,
 		drained: make(chan struct{}),
+		ended:   make(chan struct{}),
 	}
 	r.upTableSize.Store(4096)
 	r.dec = hpack.NewDecoder(4096, func(f hpack.HeaderField) { r.fields = append(r.fields, f) })
@@ -223,6 +225,11 @@ func (c *conn) serveHTTP2() {
 	c.upMu.Unlock()
 	<-done
 	r.stopTimers()
+	c.upMu.Lock()
+	c.relay = nil // Shutdown no longer drains it
+	c.upMu.Unlock()
+	close(r.ended)
+	c.drainers.Wait()
 }
 
 // relayClient reads the client's frames and relays them upstream.

@@ -213,18 +213,26 @@ type conn struct {
 	upbr  *bufio.Reader
 	upbw  *bufio.Writer
 	relay *h2relay // HTTP/2 connections only
+
+	drainers sync.WaitGroup // drainHTTP2's goroutine
 }
 
 // drainHTTP2 ends an HTTP/2 connection gracefully: the client gets a
 // GOAWAY, and the connection closes once its relay has no stream left (or
 // when Shutdown gives up). Shutdown calls it for relays that exist, and a
 // relay that starts during Shutdown calls it itself.
+// Call it with upMu held; serveHTTP2 waits for its goroutine before the
+// connection's buffers go back to their pools.
 func (c *conn) drainHTTP2() {
-	c.relay.shutdown()
+	r := c.relay
+	r.shutdown()
+	c.drainers.Add(1)
 	go func() {
+		defer c.drainers.Done()
 		select {
-		case <-c.relay.drained:
-			_ = c.relay.flush(c.relay.client) // the frames that ended the last streams
+		case <-r.drained:
+			_ = r.flush(r.client) // the frames that ended the last streams
+		case <-r.ended:
 		case <-c.p.killCtx.Done():
 		}
 		c.closeAll()
