@@ -247,15 +247,19 @@ func TestDelayRate(t *testing.T) {
 	f := w.start(t, httpfault.Fault{AverageDelay: 200 * time.Millisecond, DelayRate: 0.5})
 	const n = 300
 	res := parallel(t, n, 50, func(int) result { return do(t, w.http, "GET", w.url+"/", nil) })
+	// The counter says how many were delayed; each of those must have
+	// taken the full delay. Load on a shared machine can slow others too,
+	// so slow requests only bound the counter from above.
+	delayed := int(f.Status().Counters.Delayed)
+	withinBinomial(t, "delayed", delayed, n, 0.5)
 	slow := 0
 	for _, r := range res {
-		if r.took >= 100*time.Millisecond {
+		if r.took >= 200*time.Millisecond {
 			slow++
 		}
 	}
-	withinBinomial(t, "delayed", slow, n, 0.5)
-	if d := f.Status().Counters.Delayed; int(d) != slow {
-		t.Errorf("delayed counter %d, observed %d slow requests", d, slow)
+	if slow < delayed {
+		t.Errorf("delayed counter %d, but only %d requests took 200ms or more", delayed, slow)
 	}
 }
 
