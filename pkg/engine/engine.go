@@ -56,9 +56,20 @@ const drainTimeout = time.Second
 type Target struct {
 	NetnsPath string
 	PID       int
+	// Pod, when set, is the Kubernetes pod that owns the namespace: it
+	// names the target in statuses, and EndWhere can end its faults.
+	Pod PodRef
+}
+
+// PodRef names a Kubernetes pod.
+type PodRef struct {
+	Namespace, Name, UID string
 }
 
 func (t Target) String() string {
+	if t.Pod.Name != "" {
+		return "pod " + t.Pod.Namespace + "/" + t.Pod.Name
+	}
 	if t.PID > 0 {
 		return "pid " + strconv.Itoa(t.PID)
 	}
@@ -124,6 +135,8 @@ const (
 	ReasonRevoked   Reason = "revoked"
 	ReasonCancelled Reason = "cancelled"
 	ReasonShutdown  Reason = "shutdown"
+	// ReasonTargetDeleted: the target (its pod) went away mid-fault.
+	ReasonTargetDeleted Reason = "target-deleted"
 )
 
 // Counters are a fault's counts; each kind fills its own.
@@ -225,8 +238,8 @@ func (s *Spec) Validate() error {
 		return invalid("id %q must be 1-63 letters, digits, '.', '_' or '-'", s.ID)
 	case s.Duration < MinDuration:
 		return invalid("duration must be at least 1s, got %s", s.Duration)
-	case s.Target.NetnsPath == "" && s.Target.PID == 0:
-		return invalid("target: give a netns path or a pid")
+	case s.Target.NetnsPath == "" && s.Target.PID == 0 && s.Target.Pod.Name == "":
+		return invalid("target: give a netns path, a pid or a pod")
 	case s.Target.NetnsPath != "" && s.Target.PID != 0:
 		return invalid("target: give a netns path or a pid, not both")
 	case s.Target.PID < 0:
@@ -278,9 +291,12 @@ func (s *Spec) claim(ns netns.ID) claim {
 func openTarget(t Target) (*netns.Handle, error) {
 	var h *netns.Handle
 	var err error
-	if t.PID > 0 {
+	switch {
+	case t.PID > 0:
 		h, err = netns.OpenPID(t.PID)
-	} else {
+	case t.NetnsPath == "":
+		return nil, fmt.Errorf("%w: %s: no network namespace resolved for it", errdefs.ErrFailedPrecondition, t)
+	default:
 		h, err = netns.Open(t.NetnsPath)
 	}
 	switch {
@@ -428,6 +444,32 @@ func (e *Engine) Revoke(id string, forbidLater bool) (Status, error) {
 		return Status{}, notFound
 	}
 	return f.Stop(ReasonRevoked), nil
+}
+
+// EndWhere stops, for reason, every fault whose target matches, including
+// faults still being set up (once they are), and returns how many it
+// stopped. It does not wait for them to end.
+func (e *Engine) EndWhere(match func(Target) bool, reason Reason) int {
+	e.mu.Lock()
+	var fs []*Fault
+	for _, f := range e.faults {
+		if match(f.spec.Target) {
+			fs = append(fs, f)
+		}
+	}
+	e.mu.Unlock()
+	for _, f := range fs {
+		go func() {
+			<-f.setupDone
+			e.mu.Lock()
+			failed := f.setupFailed
+			e.mu.Unlock()
+			if !failed {
+				f.Stop(reason)
+			}
+		}()
+	}
+	return len(fs)
 }
 
 // Close stops every fault and refuses new ones.

@@ -47,6 +47,11 @@ func SpecFromProto(req *pb.InjectRequest) (engine.Spec, error) {
 			return spec, invalid("target: pid must be positive, got %d", t.Pid)
 		}
 		spec.Target.PID = int(t.Pid)
+	case *pb.Target_Pod:
+		if t.Pod.GetNamespace() == "" || t.Pod.GetName() == "" {
+			return spec, invalid("target: a pod needs a namespace and a name")
+		}
+		spec.Target.Pod = engine.PodRef{Namespace: t.Pod.GetNamespace(), Name: t.Pod.GetName(), UID: t.Pod.GetUid()}
 	}
 	switch f := req.GetFault().(type) {
 	case *pb.InjectRequest_Http:
@@ -198,11 +203,17 @@ func StatusToProto(st engine.Status) *pb.FaultStatus {
 		Protocol:  st.Protocol,
 		Ready:     st.Ready,
 	}
+	if st.EndReason == engine.ReasonTargetDeleted {
+		out.Counters.TargetsDeleted = 1
+	}
 	return out
 }
 
 // TargetToProto converts an engine target.
 func TargetToProto(t engine.Target) *pb.Target {
+	if t.Pod.Name != "" {
+		return &pb.Target{Kind: &pb.Target_Pod{Pod: &pb.PodRef{Namespace: t.Pod.Namespace, Name: t.Pod.Name, Uid: t.Pod.UID}}}
+	}
 	if t.PID > 0 {
 		return &pb.Target{Kind: &pb.Target_Pid{Pid: int32(t.PID)}}
 	}

@@ -5,8 +5,10 @@ package nodeapi
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 
+	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -21,12 +23,45 @@ type Server struct {
 	pb.UnimplementedNodeServer
 	Engine *engine.Engine
 	Logger *slog.Logger
+	// Targets resolves and vets targets before a fault starts; nil accepts
+	// netns paths and PIDs as given and refuses pods (local mode).
+	Targets TargetResolver
+}
+
+// TargetResolver turns a requested target into one the engine can open,
+// refusing targets this node must not fault.
+type TargetResolver interface {
+	ResolveTarget(ctx context.Context, t engine.Target) (engine.Target, error)
+}
+
+// LocalTargets is local mode's TargetResolver: paths and PIDs as given.
+type LocalTargets struct{}
+
+// ResolveTarget refuses pods: there is no Kubernetes here.
+func (LocalTargets) ResolveTarget(_ context.Context, t engine.Target) (engine.Target, error) {
+	if t.Pod.Name != "" {
+		return t, fmt.Errorf("%w: target %s: this faultlined does not run in Kubernetes mode (--kubernetes); give a netns path or a pid", errdefs.ErrFailedPrecondition, t)
+	}
+	return t, nil
+}
+
+func (s *Server) targets() TargetResolver {
+	if s.Targets == nil {
+		return LocalTargets{}
+	}
+	return s.Targets
 }
 
 // Inject starts the fault and waits for its end or for the caller to go.
 func (s *Server) Inject(ctx context.Context, req *pb.InjectRequest) (*pb.InjectResponse, error) {
 	spec, err := SpecFromProto(req)
 	if err != nil {
+		return nil, err
+	}
+	if err := spec.Validate(); err != nil {
+		return nil, err // bad input first: it does not depend on the target
+	}
+	if spec.Target, err = s.targets().ResolveTarget(ctx, spec.Target); err != nil {
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {

@@ -84,6 +84,7 @@ type Target struct {
 	//
 	//	*Target_NetnsPath
 	//	*Target_Pid
+	//	*Target_Pod
 	Kind          isTarget_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -144,6 +145,15 @@ func (x *Target) GetPid() int32 {
 	return 0
 }
 
+func (x *Target) GetPod() *PodRef {
+	if x != nil {
+		if x, ok := x.Kind.(*Target_Pod); ok {
+			return x.Pod
+		}
+	}
+	return nil
+}
+
 type isTarget_Kind interface {
 	isTarget_Kind()
 }
@@ -158,9 +168,79 @@ type Target_Pid struct {
 	Pid int32 `protobuf:"varint,2,opt,name=pid,proto3,oneof"`
 }
 
+type Target_Pod struct {
+	// A Kubernetes pod on this node (faultlined in Kubernetes mode only):
+	// faultlined finds its sandbox through the container runtime.
+	Pod *PodRef `protobuf:"bytes,3,opt,name=pod,proto3,oneof"`
+}
+
 func (*Target_NetnsPath) isTarget_Kind() {}
 
 func (*Target_Pid) isTarget_Kind() {}
+
+func (*Target_Pod) isTarget_Kind() {}
+
+// PodRef names a pod; uid, when set, must match (it guards against a pod
+// deleted and re-created under the same name).
+type PodRef struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Uid           string                 `protobuf:"bytes,3,opt,name=uid,proto3" json:"uid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PodRef) Reset() {
+	*x = PodRef{}
+	mi := &file_faultline_v1_node_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PodRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PodRef) ProtoMessage() {}
+
+func (x *PodRef) ProtoReflect() protoreflect.Message {
+	mi := &file_faultline_v1_node_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PodRef.ProtoReflect.Descriptor instead.
+func (*PodRef) Descriptor() ([]byte, []int) {
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *PodRef) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *PodRef) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PodRef) GetUid() string {
+	if x != nil {
+		return x.Uid
+	}
+	return ""
+}
 
 type InjectRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -181,7 +261,7 @@ type InjectRequest struct {
 
 func (x *InjectRequest) Reset() {
 	*x = InjectRequest{}
-	mi := &file_faultline_v1_node_proto_msgTypes[1]
+	mi := &file_faultline_v1_node_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -193,7 +273,7 @@ func (x *InjectRequest) String() string {
 func (*InjectRequest) ProtoMessage() {}
 
 func (x *InjectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[1]
+	mi := &file_faultline_v1_node_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -206,7 +286,7 @@ func (x *InjectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InjectRequest.ProtoReflect.Descriptor instead.
 func (*InjectRequest) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{1}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *InjectRequest) GetId() string {
@@ -321,7 +401,7 @@ type HTTPFault struct {
 
 func (x *HTTPFault) Reset() {
 	*x = HTTPFault{}
-	mi := &file_faultline_v1_node_proto_msgTypes[2]
+	mi := &file_faultline_v1_node_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -333,7 +413,7 @@ func (x *HTTPFault) String() string {
 func (*HTTPFault) ProtoMessage() {}
 
 func (x *HTTPFault) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[2]
+	mi := &file_faultline_v1_node_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -346,7 +426,7 @@ func (x *HTTPFault) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HTTPFault.ProtoReflect.Descriptor instead.
 func (*HTTPFault) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{2}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *HTTPFault) GetPort() uint32 {
@@ -447,7 +527,7 @@ type HTTPMatch struct {
 
 func (x *HTTPMatch) Reset() {
 	*x = HTTPMatch{}
-	mi := &file_faultline_v1_node_proto_msgTypes[3]
+	mi := &file_faultline_v1_node_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -459,7 +539,7 @@ func (x *HTTPMatch) String() string {
 func (*HTTPMatch) ProtoMessage() {}
 
 func (x *HTTPMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[3]
+	mi := &file_faultline_v1_node_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -472,7 +552,7 @@ func (x *HTTPMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HTTPMatch.ProtoReflect.Descriptor instead.
 func (*HTTPMatch) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{3}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *HTTPMatch) GetPaths() []string {
@@ -507,7 +587,7 @@ type HeaderMatch struct {
 
 func (x *HeaderMatch) Reset() {
 	*x = HeaderMatch{}
-	mi := &file_faultline_v1_node_proto_msgTypes[4]
+	mi := &file_faultline_v1_node_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -519,7 +599,7 @@ func (x *HeaderMatch) String() string {
 func (*HeaderMatch) ProtoMessage() {}
 
 func (x *HeaderMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[4]
+	mi := &file_faultline_v1_node_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -532,7 +612,7 @@ func (x *HeaderMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderMatch.ProtoReflect.Descriptor instead.
 func (*HeaderMatch) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{4}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *HeaderMatch) GetName() string {
@@ -582,7 +662,7 @@ type GrpcFault struct {
 
 func (x *GrpcFault) Reset() {
 	*x = GrpcFault{}
-	mi := &file_faultline_v1_node_proto_msgTypes[5]
+	mi := &file_faultline_v1_node_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -594,7 +674,7 @@ func (x *GrpcFault) String() string {
 func (*GrpcFault) ProtoMessage() {}
 
 func (x *GrpcFault) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[5]
+	mi := &file_faultline_v1_node_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -607,7 +687,7 @@ func (x *GrpcFault) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrpcFault.ProtoReflect.Descriptor instead.
 func (*GrpcFault) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{5}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GrpcFault) GetPort() uint32 {
@@ -705,7 +785,7 @@ type NetworkFault struct {
 
 func (x *NetworkFault) Reset() {
 	*x = NetworkFault{}
-	mi := &file_faultline_v1_node_proto_msgTypes[6]
+	mi := &file_faultline_v1_node_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -717,7 +797,7 @@ func (x *NetworkFault) String() string {
 func (*NetworkFault) ProtoMessage() {}
 
 func (x *NetworkFault) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[6]
+	mi := &file_faultline_v1_node_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -730,7 +810,7 @@ func (x *NetworkFault) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkFault.ProtoReflect.Descriptor instead.
 func (*NetworkFault) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{6}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *NetworkFault) GetPort() uint32 {
@@ -772,13 +852,16 @@ type Counters struct {
 	PacketsSeen        uint64                 `protobuf:"varint,7,opt,name=packets_seen,json=packetsSeen,proto3" json:"packets_seen,omitempty"`                      // network: inbound packets matching port and protocol
 	PacketsDropped     uint64                 `protobuf:"varint,8,opt,name=packets_dropped,json=packetsDropped,proto3" json:"packets_dropped,omitempty"`             // network
 	ConnectionsRefused uint64                 `protobuf:"varint,9,opt,name=connections_refused,json=connectionsRefused,proto3" json:"connections_refused,omitempty"` // network: new TCP connections refused (reset_rate)
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Targets whose pod was deleted while the fault ran: their fault ended
+	// early and released everything.
+	TargetsDeleted uint64 `protobuf:"varint,10,opt,name=targets_deleted,json=targetsDeleted,proto3" json:"targets_deleted,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Counters) Reset() {
 	*x = Counters{}
-	mi := &file_faultline_v1_node_proto_msgTypes[7]
+	mi := &file_faultline_v1_node_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -790,7 +873,7 @@ func (x *Counters) String() string {
 func (*Counters) ProtoMessage() {}
 
 func (x *Counters) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[7]
+	mi := &file_faultline_v1_node_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -803,7 +886,7 @@ func (x *Counters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Counters.ProtoReflect.Descriptor instead.
 func (*Counters) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{7}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Counters) GetRequests() uint64 {
@@ -869,6 +952,13 @@ func (x *Counters) GetConnectionsRefused() uint64 {
 	return 0
 }
 
+func (x *Counters) GetTargetsDeleted() uint64 {
+	if x != nil {
+		return x.TargetsDeleted
+	}
+	return 0
+}
+
 type FaultStatus struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Id       string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -878,8 +968,8 @@ type FaultStatus struct {
 	Started  *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=started,proto3" json:"started,omitempty"`
 	Expires  *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=expires,proto3" json:"expires,omitempty"`
 	Counters *Counters              `protobuf:"bytes,7,opt,name=counters,proto3" json:"counters,omitempty"`
-	// Why the fault ended: expired, revoked, cancelled, shutdown; empty
-	// while it runs.
+	// Why the fault ended: expired, revoked, cancelled, shutdown,
+	// target-deleted; empty while it runs.
 	EndReason string `protobuf:"bytes,8,opt,name=end_reason,json=endReason,proto3" json:"end_reason,omitempty"`
 	Protocol  string `protobuf:"bytes,9,opt,name=protocol,proto3" json:"protocol,omitempty"` // network faults: "tcp", "udp" or "" for all
 	// False while the fault is being set up; true once it is active.
@@ -890,7 +980,7 @@ type FaultStatus struct {
 
 func (x *FaultStatus) Reset() {
 	*x = FaultStatus{}
-	mi := &file_faultline_v1_node_proto_msgTypes[8]
+	mi := &file_faultline_v1_node_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -902,7 +992,7 @@ func (x *FaultStatus) String() string {
 func (*FaultStatus) ProtoMessage() {}
 
 func (x *FaultStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[8]
+	mi := &file_faultline_v1_node_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -915,7 +1005,7 @@ func (x *FaultStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FaultStatus.ProtoReflect.Descriptor instead.
 func (*FaultStatus) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{8}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *FaultStatus) GetId() string {
@@ -997,7 +1087,7 @@ type InjectResponse struct {
 
 func (x *InjectResponse) Reset() {
 	*x = InjectResponse{}
-	mi := &file_faultline_v1_node_proto_msgTypes[9]
+	mi := &file_faultline_v1_node_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1009,7 +1099,7 @@ func (x *InjectResponse) String() string {
 func (*InjectResponse) ProtoMessage() {}
 
 func (x *InjectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[9]
+	mi := &file_faultline_v1_node_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1022,7 +1112,7 @@ func (x *InjectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InjectResponse.ProtoReflect.Descriptor instead.
 func (*InjectResponse) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{9}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *InjectResponse) GetFault() *FaultStatus {
@@ -1040,7 +1130,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_faultline_v1_node_proto_msgTypes[10]
+	mi := &file_faultline_v1_node_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1052,7 +1142,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[10]
+	mi := &file_faultline_v1_node_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1065,7 +1155,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{10}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{11}
 }
 
 type ListResponse struct {
@@ -1077,7 +1167,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_faultline_v1_node_proto_msgTypes[11]
+	mi := &file_faultline_v1_node_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1089,7 +1179,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[11]
+	mi := &file_faultline_v1_node_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1102,7 +1192,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{11}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListResponse) GetFaults() []*FaultStatus {
@@ -1124,7 +1214,7 @@ type RevokeRequest struct {
 
 func (x *RevokeRequest) Reset() {
 	*x = RevokeRequest{}
-	mi := &file_faultline_v1_node_proto_msgTypes[12]
+	mi := &file_faultline_v1_node_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1136,7 +1226,7 @@ func (x *RevokeRequest) String() string {
 func (*RevokeRequest) ProtoMessage() {}
 
 func (x *RevokeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[12]
+	mi := &file_faultline_v1_node_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1149,7 +1239,7 @@ func (x *RevokeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeRequest.ProtoReflect.Descriptor instead.
 func (*RevokeRequest) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{12}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RevokeRequest) GetId() string {
@@ -1175,7 +1265,7 @@ type RevokeResponse struct {
 
 func (x *RevokeResponse) Reset() {
 	*x = RevokeResponse{}
-	mi := &file_faultline_v1_node_proto_msgTypes[13]
+	mi := &file_faultline_v1_node_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1187,7 +1277,7 @@ func (x *RevokeResponse) String() string {
 func (*RevokeResponse) ProtoMessage() {}
 
 func (x *RevokeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[13]
+	mi := &file_faultline_v1_node_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1200,7 +1290,7 @@ func (x *RevokeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeResponse.ProtoReflect.Descriptor instead.
 func (*RevokeResponse) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{13}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RevokeResponse) GetFault() *FaultStatus {
@@ -1214,12 +1304,17 @@ var File_faultline_v1_node_proto protoreflect.FileDescriptor
 
 const file_faultline_v1_node_proto_rawDesc = "" +
 	"\n" +
-	"\x17faultline/v1/node.proto\x12\ffaultline.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"E\n" +
+	"\x17faultline/v1/node.proto\x12\ffaultline.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"o\n" +
 	"\x06Target\x12\x1f\n" +
 	"\n" +
 	"netns_path\x18\x01 \x01(\tH\x00R\tnetnsPath\x12\x12\n" +
-	"\x03pid\x18\x02 \x01(\x05H\x00R\x03pidB\x06\n" +
-	"\x04kind\"\xa3\x02\n" +
+	"\x03pid\x18\x02 \x01(\x05H\x00R\x03pid\x12(\n" +
+	"\x03pod\x18\x03 \x01(\v2\x14.faultline.v1.PodRefH\x00R\x03podB\x06\n" +
+	"\x04kind\"L\n" +
+	"\x06PodRef\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x10\n" +
+	"\x03uid\x18\x03 \x01(\tR\x03uid\"\xa3\x02\n" +
 	"\rInjectRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12,\n" +
 	"\x06target\x18\x02 \x01(\v2\x14.faultline.v1.TargetR\x06target\x125\n" +
@@ -1283,7 +1378,7 @@ const file_faultline_v1_node_proto_rawDesc = "" +
 	"\n" +
 	"reset_rate\x18\x04 \x01(\x01R\tresetRateB\f\n" +
 	"\n" +
-	"_drop_rate\"\xcb\x02\n" +
+	"_drop_rate\"\xf4\x02\n" +
 	"\bCounters\x12\x1a\n" +
 	"\brequests\x18\x01 \x01(\x04R\brequests\x12\x1c\n" +
 	"\tunmatched\x18\x02 \x01(\x04R\tunmatched\x12\x18\n" +
@@ -1293,7 +1388,9 @@ const file_faultline_v1_node_proto_rawDesc = "" +
 	"\x11connections_reset\x18\x06 \x01(\x04R\x10connectionsReset\x12!\n" +
 	"\fpackets_seen\x18\a \x01(\x04R\vpacketsSeen\x12'\n" +
 	"\x0fpackets_dropped\x18\b \x01(\x04R\x0epacketsDropped\x12/\n" +
-	"\x13connections_refused\x18\t \x01(\x04R\x12connectionsRefused\"\xe4\x02\n" +
+	"\x13connections_refused\x18\t \x01(\x04R\x12connectionsRefused\x12'\n" +
+	"\x0ftargets_deleted\x18\n" +
+	" \x01(\x04R\x0etargetsDeleted\"\xe4\x02\n" +
 	"\vFaultStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12,\n" +
@@ -1339,60 +1436,62 @@ func file_faultline_v1_node_proto_rawDescGZIP() []byte {
 }
 
 var file_faultline_v1_node_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_faultline_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_faultline_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_faultline_v1_node_proto_goTypes = []any{
 	(DelayMode)(0),                // 0: faultline.v1.DelayMode
 	(*Target)(nil),                // 1: faultline.v1.Target
-	(*InjectRequest)(nil),         // 2: faultline.v1.InjectRequest
-	(*HTTPFault)(nil),             // 3: faultline.v1.HTTPFault
-	(*HTTPMatch)(nil),             // 4: faultline.v1.HTTPMatch
-	(*HeaderMatch)(nil),           // 5: faultline.v1.HeaderMatch
-	(*GrpcFault)(nil),             // 6: faultline.v1.GrpcFault
-	(*NetworkFault)(nil),          // 7: faultline.v1.NetworkFault
-	(*Counters)(nil),              // 8: faultline.v1.Counters
-	(*FaultStatus)(nil),           // 9: faultline.v1.FaultStatus
-	(*InjectResponse)(nil),        // 10: faultline.v1.InjectResponse
-	(*ListRequest)(nil),           // 11: faultline.v1.ListRequest
-	(*ListResponse)(nil),          // 12: faultline.v1.ListResponse
-	(*RevokeRequest)(nil),         // 13: faultline.v1.RevokeRequest
-	(*RevokeResponse)(nil),        // 14: faultline.v1.RevokeResponse
-	nil,                           // 15: faultline.v1.HTTPFault.ErrorHeadersEntry
-	(*durationpb.Duration)(nil),   // 16: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
+	(*PodRef)(nil),                // 2: faultline.v1.PodRef
+	(*InjectRequest)(nil),         // 3: faultline.v1.InjectRequest
+	(*HTTPFault)(nil),             // 4: faultline.v1.HTTPFault
+	(*HTTPMatch)(nil),             // 5: faultline.v1.HTTPMatch
+	(*HeaderMatch)(nil),           // 6: faultline.v1.HeaderMatch
+	(*GrpcFault)(nil),             // 7: faultline.v1.GrpcFault
+	(*NetworkFault)(nil),          // 8: faultline.v1.NetworkFault
+	(*Counters)(nil),              // 9: faultline.v1.Counters
+	(*FaultStatus)(nil),           // 10: faultline.v1.FaultStatus
+	(*InjectResponse)(nil),        // 11: faultline.v1.InjectResponse
+	(*ListRequest)(nil),           // 12: faultline.v1.ListRequest
+	(*ListResponse)(nil),          // 13: faultline.v1.ListResponse
+	(*RevokeRequest)(nil),         // 14: faultline.v1.RevokeRequest
+	(*RevokeResponse)(nil),        // 15: faultline.v1.RevokeResponse
+	nil,                           // 16: faultline.v1.HTTPFault.ErrorHeadersEntry
+	(*durationpb.Duration)(nil),   // 17: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
 }
 var file_faultline_v1_node_proto_depIdxs = []int32{
-	1,  // 0: faultline.v1.InjectRequest.target:type_name -> faultline.v1.Target
-	16, // 1: faultline.v1.InjectRequest.duration:type_name -> google.protobuf.Duration
-	3,  // 2: faultline.v1.InjectRequest.http:type_name -> faultline.v1.HTTPFault
-	6,  // 3: faultline.v1.InjectRequest.grpc:type_name -> faultline.v1.GrpcFault
-	7,  // 4: faultline.v1.InjectRequest.network:type_name -> faultline.v1.NetworkFault
-	16, // 5: faultline.v1.HTTPFault.average_delay:type_name -> google.protobuf.Duration
-	16, // 6: faultline.v1.HTTPFault.delay_variation:type_name -> google.protobuf.Duration
-	15, // 7: faultline.v1.HTTPFault.error_headers:type_name -> faultline.v1.HTTPFault.ErrorHeadersEntry
-	4,  // 8: faultline.v1.HTTPFault.match:type_name -> faultline.v1.HTTPMatch
-	0,  // 9: faultline.v1.HTTPFault.delay_mode:type_name -> faultline.v1.DelayMode
-	5,  // 10: faultline.v1.HTTPMatch.headers:type_name -> faultline.v1.HeaderMatch
-	16, // 11: faultline.v1.GrpcFault.average_delay:type_name -> google.protobuf.Duration
-	16, // 12: faultline.v1.GrpcFault.delay_variation:type_name -> google.protobuf.Duration
-	5,  // 13: faultline.v1.GrpcFault.metadata:type_name -> faultline.v1.HeaderMatch
-	1,  // 14: faultline.v1.FaultStatus.target:type_name -> faultline.v1.Target
-	17, // 15: faultline.v1.FaultStatus.started:type_name -> google.protobuf.Timestamp
-	17, // 16: faultline.v1.FaultStatus.expires:type_name -> google.protobuf.Timestamp
-	8,  // 17: faultline.v1.FaultStatus.counters:type_name -> faultline.v1.Counters
-	9,  // 18: faultline.v1.InjectResponse.fault:type_name -> faultline.v1.FaultStatus
-	9,  // 19: faultline.v1.ListResponse.faults:type_name -> faultline.v1.FaultStatus
-	9,  // 20: faultline.v1.RevokeResponse.fault:type_name -> faultline.v1.FaultStatus
-	2,  // 21: faultline.v1.Node.Inject:input_type -> faultline.v1.InjectRequest
-	11, // 22: faultline.v1.Node.List:input_type -> faultline.v1.ListRequest
-	13, // 23: faultline.v1.Node.Revoke:input_type -> faultline.v1.RevokeRequest
-	10, // 24: faultline.v1.Node.Inject:output_type -> faultline.v1.InjectResponse
-	12, // 25: faultline.v1.Node.List:output_type -> faultline.v1.ListResponse
-	14, // 26: faultline.v1.Node.Revoke:output_type -> faultline.v1.RevokeResponse
-	24, // [24:27] is the sub-list for method output_type
-	21, // [21:24] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	2,  // 0: faultline.v1.Target.pod:type_name -> faultline.v1.PodRef
+	1,  // 1: faultline.v1.InjectRequest.target:type_name -> faultline.v1.Target
+	17, // 2: faultline.v1.InjectRequest.duration:type_name -> google.protobuf.Duration
+	4,  // 3: faultline.v1.InjectRequest.http:type_name -> faultline.v1.HTTPFault
+	7,  // 4: faultline.v1.InjectRequest.grpc:type_name -> faultline.v1.GrpcFault
+	8,  // 5: faultline.v1.InjectRequest.network:type_name -> faultline.v1.NetworkFault
+	17, // 6: faultline.v1.HTTPFault.average_delay:type_name -> google.protobuf.Duration
+	17, // 7: faultline.v1.HTTPFault.delay_variation:type_name -> google.protobuf.Duration
+	16, // 8: faultline.v1.HTTPFault.error_headers:type_name -> faultline.v1.HTTPFault.ErrorHeadersEntry
+	5,  // 9: faultline.v1.HTTPFault.match:type_name -> faultline.v1.HTTPMatch
+	0,  // 10: faultline.v1.HTTPFault.delay_mode:type_name -> faultline.v1.DelayMode
+	6,  // 11: faultline.v1.HTTPMatch.headers:type_name -> faultline.v1.HeaderMatch
+	17, // 12: faultline.v1.GrpcFault.average_delay:type_name -> google.protobuf.Duration
+	17, // 13: faultline.v1.GrpcFault.delay_variation:type_name -> google.protobuf.Duration
+	6,  // 14: faultline.v1.GrpcFault.metadata:type_name -> faultline.v1.HeaderMatch
+	1,  // 15: faultline.v1.FaultStatus.target:type_name -> faultline.v1.Target
+	18, // 16: faultline.v1.FaultStatus.started:type_name -> google.protobuf.Timestamp
+	18, // 17: faultline.v1.FaultStatus.expires:type_name -> google.protobuf.Timestamp
+	9,  // 18: faultline.v1.FaultStatus.counters:type_name -> faultline.v1.Counters
+	10, // 19: faultline.v1.InjectResponse.fault:type_name -> faultline.v1.FaultStatus
+	10, // 20: faultline.v1.ListResponse.faults:type_name -> faultline.v1.FaultStatus
+	10, // 21: faultline.v1.RevokeResponse.fault:type_name -> faultline.v1.FaultStatus
+	3,  // 22: faultline.v1.Node.Inject:input_type -> faultline.v1.InjectRequest
+	12, // 23: faultline.v1.Node.List:input_type -> faultline.v1.ListRequest
+	14, // 24: faultline.v1.Node.Revoke:input_type -> faultline.v1.RevokeRequest
+	11, // 25: faultline.v1.Node.Inject:output_type -> faultline.v1.InjectResponse
+	13, // 26: faultline.v1.Node.List:output_type -> faultline.v1.ListResponse
+	15, // 27: faultline.v1.Node.Revoke:output_type -> faultline.v1.RevokeResponse
+	25, // [25:28] is the sub-list for method output_type
+	22, // [22:25] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_faultline_v1_node_proto_init() }
@@ -1403,22 +1502,23 @@ func file_faultline_v1_node_proto_init() {
 	file_faultline_v1_node_proto_msgTypes[0].OneofWrappers = []any{
 		(*Target_NetnsPath)(nil),
 		(*Target_Pid)(nil),
+		(*Target_Pod)(nil),
 	}
-	file_faultline_v1_node_proto_msgTypes[1].OneofWrappers = []any{
+	file_faultline_v1_node_proto_msgTypes[2].OneofWrappers = []any{
 		(*InjectRequest_Http)(nil),
 		(*InjectRequest_Grpc)(nil),
 		(*InjectRequest_Network)(nil),
 	}
-	file_faultline_v1_node_proto_msgTypes[2].OneofWrappers = []any{}
-	file_faultline_v1_node_proto_msgTypes[5].OneofWrappers = []any{}
+	file_faultline_v1_node_proto_msgTypes[3].OneofWrappers = []any{}
 	file_faultline_v1_node_proto_msgTypes[6].OneofWrappers = []any{}
+	file_faultline_v1_node_proto_msgTypes[7].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_faultline_v1_node_proto_rawDesc), len(file_faultline_v1_node_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   15,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
