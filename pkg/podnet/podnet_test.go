@@ -21,7 +21,6 @@ func pod(ns, name, uid string, hostNet bool) *corev1.Pod {
 	}
 }
 
-
 func TestResolverRules(t *testing.T) {
 	terminating := pod("shop", "leaving", "3", false)
 	terminating.DeletionTimestamp = &metav1.Time{}
