@@ -1,5 +1,13 @@
 // Command faultlined is faultline's node daemon: it serves the faultline.v1
 // Node API and runs faults in the network namespaces of this node.
+//
+// Local mode takes netns paths and PIDs. Kubernetes mode (--kubernetes,
+// as deployed by deploy/) takes pods of its own node, finds their sandboxes
+// through containerd, refuses pods a fault must not touch, and ends a
+// pod's faults when the pod is deleted.
+//
+// "faultlined health" asks a running faultlined whether it is ready, for
+// probes.
 package main
 
 import (
@@ -15,14 +23,30 @@ import (
 	"syscall"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
 	"github.com/faultline-dev/faultline/pkg/engine"
 	"github.com/faultline-dev/faultline/pkg/nodeapi"
 )
 
+const defaultSocket = "/run/faultline/faultlined.sock"
+
+type config struct {
+	socket, listen string
+	kube           kubeConfig
+}
+
 func main() {
-	socket := flag.String("socket", "/run/faultline/faultlined.sock", "unix socket to serve the API on (mode 0600)")
-	listen := flag.String("listen", "", "also serve the API on this TCP address, e.g. 127.0.0.1:7439 (no authentication: keep it on loopback)")
+	if len(os.Args) > 1 && os.Args[1] == "health" {
+		os.Exit(health(os.Args[2:]))
+	}
+	var cfg config
+	flag.StringVar(&cfg.socket, "socket", defaultSocket, "unix socket to serve the API on (mode 0600)")
+	flag.StringVar(&cfg.listen, "listen", "", "also serve the API on this TCP address, e.g. 127.0.0.1:7439 (no authentication: keep it on loopback)")
 	level := flag.String("log-level", "info", "debug, info, warn or error")
+	cfg.kube.flags(flag.CommandLine)
 	flag.Parse()
 
 	var lvl slog.Level
@@ -33,30 +57,40 @@ func main() {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, logger, *socket, *listen); err != nil {
+	if err := run(ctx, logger, cfg); err != nil {
 		logger.Error("faultlined failed", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, logger *slog.Logger, socket, listen string) error {
-	ln, err := listenUnix(socket)
+func run(ctx context.Context, logger *slog.Logger, cfg config) error {
+	ln, err := listenUnix(cfg.socket)
 	if err != nil {
 		return err
 	}
+	defer os.Remove(cfg.socket)
 	eng := engine.New(engine.Options{Logger: logger})
-	srv := nodeapi.NewGRPCServer(&nodeapi.Server{Engine: eng, Logger: logger})
+	api := &nodeapi.Server{Engine: eng, Logger: logger}
+	srv := nodeapi.NewGRPCServer(api)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if cfg.kube.enabled {
+		api.SetServing(false) // until the pods of the node are listed
+		if err := cfg.kube.start(ctx, logger, api, eng); err != nil {
+			return err
+		}
+	}
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
-	if listen != "" {
-		tln, err := net.Listen("tcp", listen)
+	if cfg.listen != "" {
+		tln, err := net.Listen("tcp", cfg.listen)
 		if err != nil {
 			srv.Stop()
-			return fmt.Errorf("listen on %s: %w", listen, err)
+			return fmt.Errorf("listen on %s: %w", cfg.listen, err)
 		}
 		go func() { errc <- srv.Serve(tln) }()
 	}
-	logger.Info("faultlined ready", "socket", socket, "listen", listen)
+	logger.Info("faultlined ready", "socket", cfg.socket, "listen", cfg.listen, "kubernetes", cfg.kube.enabled)
 
 	select {
 	case <-ctx.Done():
@@ -67,7 +101,6 @@ func run(ctx context.Context, logger *slog.Logger, socket, listen string) error 
 	t := time.AfterFunc(5*time.Second, srv.Stop)
 	srv.GracefulStop()
 	t.Stop()
-	os.Remove(socket)
 	return err
 }
 
@@ -90,4 +123,32 @@ func listenUnix(path string) (net.Listener, error) {
 		return nil, fmt.Errorf("listen on %s: %w", path, err)
 	}
 	return ln, os.Chmod(path, 0o600)
+}
+
+// health checks a running faultlined through its socket: exit 0 when it
+// answers SERVING.
+func health(args []string) int {
+	fs := flag.NewFlagSet("health", flag.ContinueOnError)
+	socket := fs.String("socket", defaultSocket, "faultlined's unix socket")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	conn, err := grpc.NewClient("unix://"+*socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "faultlined health:", err)
+		return 1
+	}
+	defer conn.Close()
+	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "faultlined health:", err)
+		return 1
+	}
+	if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		fmt.Fprintln(os.Stderr, "faultlined health:", resp.GetStatus())
+		return 1
+	}
+	return 0
 }

@@ -26,6 +26,18 @@ type Server struct {
 	// Targets resolves and vets targets before a fault starts; nil accepts
 	// netns paths and PIDs as given and refuses pods (local mode).
 	Targets TargetResolver
+
+	health *health.Server
+}
+
+// SetServing sets what the standard health service answers; a new server
+// answers SERVING.
+func (s *Server) SetServing(serving bool) {
+	st := healthpb.HealthCheckResponse_NOT_SERVING
+	if serving {
+		st = healthpb.HealthCheckResponse_SERVING
+	}
+	s.health.SetServingStatus("", st)
 }
 
 // TargetResolver turns a requested target into one the engine can open,
@@ -112,7 +124,7 @@ func NewGRPCServer(s *Server) *grpc.Server {
 		return resp, errgrpc.ToGRPC(err)
 	}))
 	pb.RegisterNodeServer(g, s)
-	hs := health.NewServer()
-	healthpb.RegisterHealthServer(g, hs)
+	s.health = health.NewServer()
+	healthpb.RegisterHealthServer(g, s.health)
 	return g
 }
