@@ -24,22 +24,29 @@ import (
 	pb "github.com/faultline-dev/faultline/proto/faultline/v1"
 )
 
-// localParams configure the local gateway: targets from containerd and
-// named network namespaces, faults through the local faultlined.
+// localParams configure the gateway. Local mode: targets from containerd
+// and named network namespaces, faults through the local faultlined.
+// Kubernetes mode (the default): pods through the API server, faults
+// through port-forwards to each node's faultlined pod.
 type localParams struct {
 	local                bool
 	containerdSocket     string
 	containerdNamespaces []string
+	kube                 kubeParams
 }
 
 func (p *localParams) bind(f *pflag.FlagSet) {
-	f.BoolVar(&p.local, "local", false, "local mode: targets are this machine's containerd containers and named netns (the only mode until Kubernetes support)")
+	f.BoolVar(&p.local, "local", false, "local mode: targets are this machine's containerd containers and named netns, not Kubernetes pods")
 	f.StringVar(&p.containerdSocket, "containerd-socket", envOr("FAULTLINE_CONTAINERD", containerd.DefaultAddress), "containerd socket of local mode (env FAULTLINE_CONTAINERD)")
 	f.StringArrayVar(&p.containerdNamespaces, "containerd-namespace", nil, "containerd namespace to look in; repeatable (default: all)")
+	p.kube.bind(f)
 }
 
-// server builds the local gateway.
-func (p *localParams) server(g *globals, logger *slog.Logger) (*gateway.Server, func()) {
+// server builds the gateway of the chosen mode.
+func (p *localParams) server(g *globals, logger *slog.Logger) (*gateway.Server, func(), error) {
+	if !p.local {
+		return p.kube.server(logger)
+	}
 	ctr := &containerd.Source{Address: p.containerdSocket, Namespaces: p.containerdNamespaces}
 	tr := &gateway.LocalTransport{Socket: g.socket}
 	s := &gateway.Server{
@@ -47,7 +54,7 @@ func (p *localParams) server(g *globals, logger *slog.Logger) (*gateway.Server, 
 		Transport: tr,
 		Logger:    logger,
 	}
-	return s, func() { ctr.Close(); tr.Close() }
+	return s, func() { ctr.Close(); tr.Close() }, nil
 }
 
 // serve starts the local gateway on addr and returns the listener and a
@@ -57,7 +64,11 @@ func (p *localParams) serve(g *globals, addr string, logger *slog.Logger) (net.L
 	if err != nil {
 		return nil, nil, fmt.Errorf("gateway: listen on %s: %w", addr, err)
 	}
-	s, closeSource := p.server(g, logger)
+	s, closeSource, err := p.server(g, logger)
+	if err != nil {
+		ln.Close()
+		return nil, nil, err
+	}
 	gs := gateway.NewGRPCServer(s)
 	go gs.Serve(ln)
 	stop := func() {
@@ -76,16 +87,18 @@ func newCmdGateway(g *globals) *cobra.Command {
 		Use:   "gateway",
 		Short: "Serve the selector-level Gateway API that k6 scripts and the CLI call",
 		Long: `Serve faultline.v1.Gateway (with gRPC server reflection) on a loopback TCP
-address. In local mode the targets are this machine's containerd containers
-and named network namespaces, and faults go through the local faultlined.
+address. In Kubernetes mode (the default) the targets are pods, found with the
+kubeconfig's credentials (or in-cluster ones), and faults go to each node's
+faultlined through an API-server port-forward: the caller needs
+pods/portforward on faultline's pods, and list on the target pods. In local
+mode the targets are this machine's containerd containers and named network
+namespaces, and faults go through the local faultlined.
 
-Example:
+Examples:
+  faultline gateway --kubeconfig ~/.kube/config
   faultline gateway --local --listen 127.0.0.1:7440`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if !p.local {
-				return usagef("only --local is available: Kubernetes mode comes with the Kubernetes support")
-			}
 			logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
 			ln, stop, err := p.serve(g, listen, logger)
 			if err != nil {
@@ -124,9 +137,6 @@ Example:
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if !p.local {
-				return usagef("only --local is available: Kubernetes mode comes with the Kubernetes support")
-			}
 			logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 			ln, stop, err := p.serve(g, "127.0.0.1:0", logger)
 			if err != nil {
@@ -189,7 +199,10 @@ func (g *globals) gatewayClient(p *localParams) (pb.GatewayClient, func(), error
 		}
 		return pb.NewGatewayClient(conn), func() { conn.Close() }, nil
 	}
-	s, closeSource := p.server(g, slog.New(slog.DiscardHandler))
+	s, closeSource, err := p.server(g, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return nil, nil, err
+	}
 	return inProcess{s}, closeSource, nil
 }
 

@@ -85,7 +85,10 @@ func (s *Server) resolve(ctx context.Context, ts *pb.TargetSet) ([]targets.Targe
 	}
 	found, skipped, err := s.Source.Resolve(ctx, set)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: resolve %s: %v", errdefs.ErrUnavailable, set, err)
+		if status.Code(errgrpc.ToGRPC(err)) == codes.Unknown {
+			err = fmt.Errorf("%w: %v", errdefs.ErrUnavailable, err) // a source that cannot answer
+		}
+		return nil, nil, fmt.Errorf("resolve %s: %w", set, err)
 	}
 	if len(found) == 0 {
 		why := "no pods found matching selector"
@@ -123,9 +126,12 @@ func (s *Server) Targets(ctx context.Context, req *pb.TargetsRequest) (*pb.Targe
 
 func targetToProto(t targets.Target) *pb.TargetInfo {
 	ti := &pb.TargetInfo{Name: t.Name, Namespace: t.Namespace, Node: t.Node, Labels: t.Labels, Ip: t.IP}
-	if t.PID > 0 {
+	switch {
+	case t.UID != "":
+		ti.Target = &pb.Target{Kind: &pb.Target_Pod{Pod: &pb.PodRef{Namespace: t.Namespace, Name: t.Name, Uid: t.UID}}}
+	case t.PID > 0:
 		ti.Target = &pb.Target{Kind: &pb.Target_Pid{Pid: int32(t.PID)}}
-	} else {
+	default:
 		ti.Target = &pb.Target{Kind: &pb.Target_NetnsPath{NetnsPath: t.NetnsPath}}
 	}
 	return ti
@@ -141,55 +147,46 @@ func skippedToProto(sk []targets.Skipped) []*pb.SkippedTarget {
 
 // InjectHTTP runs an HTTP fault on every target.
 func (s *Server) InjectHTTP(ctx context.Context, req *pb.InjectHTTPRequest) (*pb.GatewayInjectResponse, error) {
-	return s.inject(ctx, req.GetTargets(), req.GetDuration(), true, func(t targets.Target) *pb.InjectRequest {
+	return s.inject(ctx, req.GetTargets(), req.GetDuration(), true, func(t targets.Target) (*pb.InjectRequest, error) {
 		f := proto.Clone(req.GetFault()).(*pb.HTTPFault)
 		if f == nil {
 			f = &pb.HTTPFault{}
 		}
-		if f.Port == 0 {
-			f.Port = uint32(defaultPort(t, DefaultHTTPPort))
-		}
-		return &pb.InjectRequest{Fault: &pb.InjectRequest_Http{Http: f}}
+		port, err := t.ResolvePort(int(f.Port), req.GetPortName(), DefaultHTTPPort)
+		f.Port = uint32(port)
+		return &pb.InjectRequest{Fault: &pb.InjectRequest_Http{Http: f}}, err
 	})
 }
 
 // InjectGrpc runs a gRPC fault on every target.
 func (s *Server) InjectGrpc(ctx context.Context, req *pb.InjectGrpcRequest) (*pb.GatewayInjectResponse, error) {
-	return s.inject(ctx, req.GetTargets(), req.GetDuration(), true, func(t targets.Target) *pb.InjectRequest {
+	return s.inject(ctx, req.GetTargets(), req.GetDuration(), true, func(t targets.Target) (*pb.InjectRequest, error) {
 		f := proto.Clone(req.GetFault()).(*pb.GrpcFault)
 		if f == nil {
 			f = &pb.GrpcFault{}
 		}
-		if f.Port == 0 {
-			f.Port = uint32(defaultPort(t, 0))
-		}
-		return &pb.InjectRequest{Fault: &pb.InjectRequest_Grpc{Grpc: f}}
+		port, err := t.ResolvePort(int(f.Port), req.GetPortName(), 0)
+		f.Port = uint32(port)
+		return &pb.InjectRequest{Fault: &pb.InjectRequest_Grpc{Grpc: f}}, err
 	})
 }
 
 // InjectNetwork runs a network fault on every target.
 func (s *Server) InjectNetwork(ctx context.Context, req *pb.InjectNetworkRequest) (*pb.GatewayInjectResponse, error) {
-	return s.inject(ctx, req.GetTargets(), req.GetDuration(), false, func(targets.Target) *pb.InjectRequest {
+	return s.inject(ctx, req.GetTargets(), req.GetDuration(), false, func(targets.Target) (*pb.InjectRequest, error) {
 		f := proto.Clone(req.GetFault()).(*pb.NetworkFault)
 		if f == nil {
 			f = &pb.NetworkFault{}
 		}
-		return &pb.InjectRequest{Fault: &pb.InjectRequest_Network{Network: f}}
+		return &pb.InjectRequest{Fault: &pb.InjectRequest_Network{Network: f}}, nil
 	})
-}
-
-func defaultPort(t targets.Target, def int) int {
-	if t.Port != 0 {
-		return t.Port
-	}
-	return def
 }
 
 // inject resolves the targets, checks the fault once, then starts it on
 // every target in parallel, at most MaxStarting starting at a time. The
 // first target that fails cancels the others, whose faults are revoked at
 // once by the cancellation.
-func (s *Server) inject(ctx context.Context, ts *pb.TargetSet, d *durationpb.Duration, requests bool, build func(targets.Target) *pb.InjectRequest) (*pb.GatewayInjectResponse, error) {
+func (s *Server) inject(ctx context.Context, ts *pb.TargetSet, d *durationpb.Duration, requests bool, build func(targets.Target) (*pb.InjectRequest, error)) (*pb.GatewayInjectResponse, error) {
 	found, skipped, err := s.resolve(ctx, ts)
 	if err != nil {
 		return nil, err
@@ -199,7 +196,10 @@ func (s *Server) inject(ctx context.Context, ts *pb.TargetSet, d *durationpb.Dur
 	batch := newID()
 	for i, t := range found {
 		infos[i] = targetToProto(t)
-		r := build(t)
+		r, err := build(t)
+		if err != nil {
+			return nil, err // bad input changes nothing: no node was asked yet
+		}
 		r.Duration = d
 		r.Id = fmt.Sprintf("%s-%d", batch, i)
 		r.Target = infos[i].Target
@@ -379,6 +379,7 @@ func addCounters(total, c *pb.Counters) {
 	total.PacketsSeen += c.GetPacketsSeen()
 	total.PacketsDropped += c.GetPacketsDropped()
 	total.ConnectionsRefused += c.GetConnectionsRefused()
+	total.TargetsDeleted += c.GetTargetsDeleted()
 }
 
 // TerminatePods stops count targets chosen at random.

@@ -12,6 +12,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/containerd/errdefs"
 )
 
 // DefaultNamespace is the namespace of a selector that names none.
@@ -35,6 +37,94 @@ type Target struct {
 	ID string
 	// Source names the source that produced the target, for Terminate.
 	Source string
+	// UID is a Kubernetes pod's UID: the node then finds the target by
+	// pod, not by netns path or PID.
+	UID string
+	// Ports names the target's ports, for faults that name a port by name
+	// or name none.
+	Ports Ports
+}
+
+// Ports are a target's named ports and, for a target behind a service,
+// the service's ports.
+type Ports struct {
+	Named map[string]int // container port name → number
+	// Service is set when the target was found through a service.
+	Service *ServicePorts
+}
+
+// ServicePorts are a service's ports.
+type ServicePorts struct {
+	Name  string // the service's name, for messages
+	Ports []ServicePort
+}
+
+// ServicePort maps a service port to the target's port: TargetPort, or the
+// container port named TargetPortName, or Port when both are empty.
+type ServicePort struct {
+	Name           string
+	Port           int
+	TargetPort     int
+	TargetPortName string
+}
+
+// ResolvePort picks the port a fault goes to, as xk6-disruptor did: port
+// (a number) or name (a port name) select a service port for a target
+// behind a service, mapped to its target port and then to the container
+// port; for a pod they name a container port, and a number need not be
+// declared. With neither, a service's only port is used (an error if it has
+// several), else the target's own default, else def.
+func (t Target) ResolvePort(port int, name string, def int) (int, error) {
+	if port < 0 || port > 65535 {
+		return 0, invalid("port must be in 1-65535, got %d", port)
+	}
+	if svc := t.Ports.Service; svc != nil {
+		var sp *ServicePort
+		for i := range svc.Ports {
+			p := &svc.Ports[i]
+			if (port != 0 && p.Port == port) || (port == 0 && name != "" && p.Name == name) {
+				sp = p
+			}
+		}
+		switch {
+		case sp != nil:
+		case port != 0:
+			return 0, invalid("service %q does not expose port %d", svc.Name, port)
+		case name != "":
+			return 0, invalid("service %q has no port named %q", svc.Name, name)
+		case len(svc.Ports) == 1:
+			sp = &svc.Ports[0]
+		default:
+			return 0, invalid("no port selected and service exposes more than one service")
+		}
+		switch {
+		case sp.TargetPortName != "":
+			return t.namedPort(sp.TargetPortName)
+		case sp.TargetPort != 0:
+			return sp.TargetPort, nil
+		}
+		return sp.Port, nil
+	}
+	switch {
+	case port != 0:
+		return port, nil
+	case name != "":
+		return t.namedPort(name)
+	case t.Port != 0:
+		return t.Port, nil
+	}
+	return def, nil
+}
+
+func (t Target) namedPort(name string) (int, error) {
+	if n, ok := t.Ports.Named[name]; ok {
+		return n, nil
+	}
+	return 0, invalid("pod %q does not export port %q", t.Name, name)
+}
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{errdefs.ErrInvalidArgument}, args...)...)
 }
 
 // Ref is namespace/name.
