@@ -368,7 +368,7 @@ func (e *Engine) reserve(f *Fault) error {
 		return fmt.Errorf("%w: fault %q was revoked before it arrived", errdefs.ErrFailedPrecondition, f.spec.ID)
 	}
 	for _, other := range e.faults {
-		if other.claim.collides(f.claim) {
+		if !other.detached && other.claim.collides(f.claim) {
 			return fmt.Errorf("%w: %s already has %s fault %q on %s, active until %s; revoke it first",
 				errdefs.ErrFailedPrecondition, f.spec.Target, other.spec.Kind(), other.spec.ID, other.claim.describe(), other.expires.Format(time.RFC3339))
 		}
@@ -496,7 +496,10 @@ type Fault struct {
 	claim       claim
 	ready       bool // set up and running; guarded by e.mu
 	setupFailed bool // guarded by e.mu
-	setupDone   chan struct{}
+	// detached: steering is gone and only a drain is left, so the claim
+	// is free for a new fault; guarded by e.mu.
+	detached  bool
+	setupDone chan struct{}
 
 	impl impl
 
@@ -536,6 +539,7 @@ func (f *Fault) setup() error {
 // steering program in front of it.
 type proxyFault struct {
 	log       *slog.Logger
+	detached  func() // called once steering is gone
 	listeners []*net.TCPListener
 	proxy     *httpfault.Proxy
 	steering  *steer.Steering
@@ -548,7 +552,11 @@ type proxyFault struct {
 // not served. On error it releases what it made.
 func (f *Fault) setupProxy(port uint16, configure func(*httpfault.Proxy), resetConns bool) (_ impl, err error) {
 	ctx := context.Background()
-	pf := &proxyFault{log: f.e.log.With("fault_id", f.spec.ID)}
+	pf := &proxyFault{log: f.e.log.With("fault_id", f.spec.ID), detached: func() {
+		f.e.mu.Lock()
+		f.detached = true
+		f.e.mu.Unlock()
+	}}
 	defer func() {
 		if err != nil {
 			pf.teardown()
@@ -608,6 +616,9 @@ func (pf *proxyFault) teardown() {
 		if err := pf.steering.Close(); err != nil {
 			pf.log.Warn("detach steering", "err", err)
 		}
+	}
+	if pf.detached != nil {
+		pf.detached() // a new fault on the port may start while this one drains
 	}
 	if pf.proxy != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
