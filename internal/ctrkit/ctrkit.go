@@ -45,21 +45,32 @@ type Daemon struct {
 // plugin is off. containerd runs in a process group of its own, so a
 // terminal's Ctrl-C reaches only the caller, which stops it in order.
 func StartContainerd(ctx context.Context, dir, root string) (*Daemon, error) {
+	return StartContainerdCRI(ctx, dir, root, "")
+}
+
+// StartContainerdCRI is StartContainerd with the CRI plugin on when cri,
+// the plugin's TOML table body ([plugins."io.containerd.grpc.v1.cri"]
+// and its sub-tables), is not empty.
+func StartContainerdCRI(ctx context.Context, dir, root, cri string) (*Daemon, error) {
 	if root == "" {
 		root = filepath.Join(dir, "root")
 	}
 	d := &Daemon{Dir: dir, Socket: filepath.Join(dir, "containerd.sock")}
+	disabled := `disabled_plugins = ["io.containerd.grpc.v1.cri"]`
+	if cri != "" {
+		disabled = ""
+	}
 	config := fmt.Sprintf(`version = 2
 root = %q
 state = %q
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
+%s
 [grpc]
   address = %q
 [ttrpc]
   address = %q
 [debug]
   address = %q
-`, root, filepath.Join(dir, "state"), d.Socket, d.Socket+".ttrpc", filepath.Join(dir, "debug.sock"))
+`, root, filepath.Join(dir, "state"), disabled, d.Socket, d.Socket+".ttrpc", filepath.Join(dir, "debug.sock")) + cri
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -135,6 +146,11 @@ func GoBuild(ctx context.Context, pkg, out string) error {
 // BuildImage makes an image holding binary as /app, its entrypoint, and
 // imports and unpacks it into the containerd namespace of ctx.
 func BuildImage(ctx context.Context, client *containerd.Client, ref, binary string) (containerd.Image, error) {
+	return BuildImageAt(ctx, client, ref, binary, "app")
+}
+
+// BuildImageAt is BuildImage with the binary at /file.
+func BuildImageAt(ctx context.Context, client *containerd.Client, ref, binary, file string) (containerd.Image, error) {
 	bin, err := os.ReadFile(binary)
 	if err != nil {
 		return nil, err
@@ -149,8 +165,8 @@ func BuildImage(ctx context.Context, client *containerd.Client, ref, binary stri
 	}{
 		{name: "tmp/", mode: 0o1777, dir: true},
 		{name: "etc/", mode: 0o755, dir: true},
-		{name: "etc/passwd", mode: 0o644, data: []byte("root:x:0:0:root:/:/app\n")},
-		{name: "app", mode: 0o755, data: bin},
+		{name: "etc/passwd", mode: 0o644, data: []byte("root:x:0:0:root:/:/" + file + "\n")},
+		{name: file, mode: 0o755, data: bin},
 	} {
 		h := &tar.Header{Name: e.name, Mode: e.mode, Size: int64(len(e.data)), Typeflag: tar.TypeReg, ModTime: time.Unix(0, 0)}
 		if e.dir {
@@ -182,7 +198,7 @@ func BuildImage(ctx context.Context, client *containerd.Client, ref, binary stri
 	}
 	cfg = cfg.DeepCopy() // keeps the layer's diff ID
 	cfg.Architecture, cfg.OS = runtime.GOARCH, "linux"
-	cfg.Config = v1.Config{Entrypoint: []string{"/app"}, Env: []string{"PATH=/"}}
+	cfg.Config = v1.Config{Entrypoint: []string{"/" + file}, Env: []string{"PATH=/"}}
 	if img, err = mutate.ConfigFile(img, cfg); err != nil {
 		return nil, err
 	}
