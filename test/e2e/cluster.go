@@ -1,0 +1,681 @@
+//go:build e2e
+
+// Package e2e runs faultline on a real single-node Kubernetes that it starts
+// on this machine: etcd and containerd/runc/CNI from Debian, and
+// kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and
+// kubectl v1.33.13 built from the Go module proxy (k8sbin/), cached outside
+// the repository. Run it with `make e2e` (root).
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	containerd "github.com/containerd/containerd"
+	"github.com/vishvananda/netlink"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/faultline-dev/faultline/internal/ctrkit"
+)
+
+const (
+	k8sVersion = "v1.33.13"
+	nodeName   = "e2e-node"
+	nodeIP     = "198.18.32.1"
+	podCIDR    = "198.18.80.0/24"
+	svcCIDR    = "198.19.0.0/24"
+	nodeLink   = "fle2e-node0"
+	bridgeName = "fle2e-br0"
+	pauseImage = "registry.k8s.io/pause:3.10"
+)
+
+// Cluster is a running single-node cluster.
+type Cluster struct {
+	Dir        string // everything of the run, removed at the end
+	Bin        string // Kubernetes binaries
+	Kubeconfig string // admin
+	Client     kubernetes.Interface
+	Ctr        *ctrkit.Daemon
+	CtrSocket  string
+	APIPort    int
+
+	procs      []*proc
+	netnsSeen  map[string]bool // /run/netns entries before the run
+	logf       func(string, ...any)
+	ctrClient  *containerd.Client
+	stopOnce   bool
+	cgroupRoot []string
+}
+
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// k8sBinaries builds (once per machine) the Kubernetes binaries and returns
+// their directory: $FAULTLINE_CACHE (default /var/cache/faultline), keyed
+// by Kubernetes and Go versions.
+func k8sBinaries(ctx context.Context) (string, error) {
+	cache := os.Getenv("FAULTLINE_CACHE")
+	if cache == "" {
+		cache = "/var/cache/faultline"
+	}
+	dir := filepath.Join(cache, "k8s-"+k8sVersion+"-"+runtime.Version())
+	cmd := exec.CommandContext(ctx, "k8sbin/build.sh", dir)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("build Kubernetes binaries: %w", err)
+	}
+	return dir, nil
+}
+
+// StartCluster starts etcd, containerd with CRI, the control plane and a
+// kubelet, and waits for the node to be Ready. Stop tears all of it down;
+// StartCluster registers it with t.Cleanup, so a failure leaves nothing.
+func StartCluster(ctx context.Context, t testing.TB) *Cluster {
+	t.Helper()
+	bin, err := k8sBinaries(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "fle2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Cluster{Dir: dir, Bin: bin, logf: t.Logf, netnsSeen: map[string]bool{}}
+	if ents, err := os.ReadDir("/run/netns"); err == nil {
+		for _, e := range ents {
+			c.netnsSeen[e.Name()] = true
+		}
+	}
+	t.Cleanup(c.Stop)
+	start := time.Now()
+	if err := c.start(ctx); err != nil {
+		c.dumpLogs(t)
+		t.Fatalf("start cluster: %v", err)
+	}
+	t.Logf("cluster up in %s (binaries: %s)", time.Since(start).Round(time.Millisecond), bin)
+	return c
+}
+
+func (c *Cluster) path(parts ...string) string {
+	return filepath.Join(append([]string{c.Dir}, parts...)...)
+}
+
+func (c *Cluster) start(ctx context.Context) error {
+	if err := c.nodeNetwork(); err != nil {
+		return err
+	}
+	if err := c.certs(); err != nil {
+		return fmt.Errorf("certificates: %w", err)
+	}
+	if err := c.startContainerd(ctx); err != nil {
+		return err
+	}
+	ports, err := freePorts(5)
+	if err != nil {
+		return err
+	}
+	etcdClient, etcdPeer, etcdMetrics, kubeletPort, kubeletHealthz := ports[0], ports[1], ports[2], ports[3], ports[4]
+	apiPorts, err := freePortsOn(nodeIP, 1)
+	if err != nil {
+		return err
+	}
+	c.APIPort = apiPorts[0]
+	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", etcdClient)
+	if err := c.run("etcd", "/usr/bin/etcd", "--name", "e2e", "--data-dir", c.path("etcd"),
+		"--listen-client-urls", etcdURL, "--advertise-client-urls", etcdURL,
+		"--listen-peer-urls", fmt.Sprintf("http://127.0.0.1:%d", etcdPeer),
+		"--initial-advertise-peer-urls", fmt.Sprintf("http://127.0.0.1:%d", etcdPeer),
+		"--initial-cluster", fmt.Sprintf("e2e=http://127.0.0.1:%d", etcdPeer),
+		"--listen-metrics-urls", fmt.Sprintf("http://127.0.0.1:%d", etcdMetrics)); err != nil {
+		return err
+	}
+	pki := c.path("pki")
+	if err := c.run("kube-apiserver", filepath.Join(c.Bin, "kube-apiserver"),
+		"--etcd-servers", etcdURL,
+		"--bind-address", nodeIP, "--advertise-address", nodeIP, fmt.Sprintf("--secure-port=%d", c.APIPort),
+		"--tls-cert-file", filepath.Join(pki, "apiserver.crt"), "--tls-private-key-file", filepath.Join(pki, "apiserver.key"),
+		"--client-ca-file", filepath.Join(pki, "ca.crt"),
+		"--kubelet-client-certificate", filepath.Join(pki, "kubelet-client.crt"), "--kubelet-client-key", filepath.Join(pki, "kubelet-client.key"),
+		"--kubelet-preferred-address-types=InternalIP",
+		"--service-account-key-file", filepath.Join(pki, "sa.key"), "--service-account-signing-key-file", filepath.Join(pki, "sa.key"),
+		"--service-account-issuer=https://kubernetes.default.svc",
+		"--token-auth-file", filepath.Join(pki, "tokens.csv"),
+		"--authorization-mode=Node,RBAC", "--allow-privileged=true",
+		"--service-cluster-ip-range", svcCIDR, "--endpoint-reconciler-type=none",
+		"--enable-priority-and-fairness=false", "--profiling=false"); err != nil {
+		return err
+	}
+	c.Kubeconfig = c.path("admin.kubeconfig")
+	for _, who := range []string{"admin", "controller-manager", "scheduler", "kubelet"} {
+		if err := c.writeKubeconfig(c.path(who+".kubeconfig"), who+"-token"); err != nil {
+			return err
+		}
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", c.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	if c.Client, err = kubernetes.NewForConfig(cfg); err != nil {
+		return err
+	}
+	if err := waitFor(ctx, 60*time.Second, "API server ready", func() error {
+		_, err := c.Client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+		return err
+	}); err != nil {
+		return err
+	}
+	if err := c.run("kube-controller-manager", filepath.Join(c.Bin, "kube-controller-manager"),
+		"--kubeconfig", c.path("controller-manager.kubeconfig"),
+		"--service-account-private-key-file", filepath.Join(pki, "sa.key"), "--root-ca-file", filepath.Join(pki, "ca.crt"),
+		"--use-service-account-credentials=false", "--leader-elect=false", "--bind-address=127.0.0.1", "--secure-port=0",
+		"--controllers=*,-nodeipam,-service-lb-controller,-cloud-node-lifecycle,-persistentvolume-binder,-attachdetach,-persistentvolume-expander,-ttl-after-finished,-bootstrapsigner,-tokencleaner",
+		"--node-monitor-grace-period=20s", "--concurrent-deployment-syncs=10", "--concurrent-replicaset-syncs=10"); err != nil {
+		return err
+	}
+	if err := c.run("kube-scheduler", filepath.Join(c.Bin, "kube-scheduler"),
+		"--kubeconfig", c.path("scheduler.kubeconfig"), "--leader-elect=false", "--bind-address=127.0.0.1", "--secure-port=0"); err != nil {
+		return err
+	}
+	if err := c.startKubelet(kubeletPort, kubeletHealthz); err != nil {
+		return err
+	}
+	return waitFor(ctx, 90*time.Second, "node Ready without taints", func() error {
+		n, err := c.Client.CoreV1().Nodes().Get(ctx, nodeName, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		for _, cond := range n.Status.Conditions {
+			if cond.Type == corev1.NodeReady && cond.Status != corev1.ConditionTrue {
+				return fmt.Errorf("node not ready: %s", cond.Message)
+			}
+		}
+		if len(n.Spec.Taints) > 0 {
+			return fmt.Errorf("node tainted: %v", n.Spec.Taints)
+		}
+		return nil
+	})
+}
+
+// nodeNetwork gives the node its IP on a veth (the kernel has no dummy
+// driver); the API server and the kubelet listen there.
+func (c *Cluster) nodeNetwork() error {
+	_ = netlink.LinkDel(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: nodeLink}}) // a crashed run's
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: nodeLink}, PeerName: nodeLink + "p"}
+	if err := netlink.LinkAdd(veth); err != nil {
+		return fmt.Errorf("node veth: %w", err)
+	}
+	addr, _ := netlink.ParseAddr(nodeIP + "/32")
+	if err := netlink.AddrAdd(veth, addr); err != nil {
+		return fmt.Errorf("node address: %w", err)
+	}
+	for _, name := range []string{nodeLink, nodeLink + "p"} {
+		l, err := netlink.LinkByName(name)
+		if err != nil {
+			return err
+		}
+		if err := netlink.LinkSetUp(l); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *Cluster) startContainerd(ctx context.Context) error {
+	cni := c.path("cni")
+	if err := os.MkdirAll(filepath.Join(cni, "net.d"), 0o755); err != nil {
+		return err
+	}
+	conflist := fmt.Sprintf(`{
+  "cniVersion": "0.4.0",
+  "name": "fle2e",
+  "plugins": [
+    {"type": "bridge", "bridge": %q, "isGateway": true, "ipMasq": false, "hairpinMode": true,
+     "ipam": {"type": "host-local", "ranges": [[{"subnet": %q}]], "routes": [{"dst": "0.0.0.0/0"}], "dataDir": %q}},
+    {"type": "loopback"}
+  ]
+}`, bridgeName, podCIDR, filepath.Join(cni, "ipam"))
+	if err := os.WriteFile(filepath.Join(cni, "net.d", "10-fle2e.conflist"), []byte(conflist), 0o644); err != nil {
+		return err
+	}
+	// restrict_oom_score_adj: this machine has no CAP_SYS_RESOURCE, and
+	// runc fails to lower the sandbox's oom_score_adj without it.
+	cri := fmt.Sprintf(`
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = %q
+  restrict_oom_score_adj = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  enable_selinux = false
+  disable_apparmor = true
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = %q
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = false
+`, pauseImage, filepath.Join(cni, "net.d"))
+	d, err := ctrkit.StartContainerdCRI(ctx, c.path("ctr"), c.path("ctr-root"), cri)
+	if err != nil {
+		return err
+	}
+	c.Ctr, c.CtrSocket = d, d.Socket
+	c.ctrClient, err = d.Client()
+	return err
+}
+
+func (c *Cluster) startKubelet(port, healthz int) error {
+	pki := c.path("pki")
+	resolv := c.path("resolv.conf")
+	if err := os.WriteFile(resolv, []byte("nameserver 127.0.0.1\n"), 0o644); err != nil {
+		return err
+	}
+	config := fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+address: %s
+port: %d
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+healthzPort: %d
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: false}
+  x509: {clientCAFile: %q}
+authorization: {mode: AlwaysAllow}
+cgroupDriver: cgroupfs
+makeIPTablesUtilChains: false
+failCgroupV1: false
+failSwapOn: false
+containerRuntimeEndpoint: unix://%s
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+evictionHard: {"memory.available": "1Mi", "nodefs.available": "1%%", "imagefs.available": "1%%"}
+resolvConf: %q
+podLogsDir: %q
+# no iptables chains on the host: nothing of the run may outlive it
+maxPods: 110
+serializeImagePulls: false
+syncFrequency: 5s
+fileCheckFrequency: 60s
+nodeStatusUpdateFrequency: 5s
+`, nodeIP, port, healthz, filepath.Join(pki, "ca.crt"), c.CtrSocket, resolv, c.path("pod-logs"))
+	if err := os.WriteFile(c.path("kubelet.yaml"), []byte(config), 0o644); err != nil {
+		return err
+	}
+	return c.run("kubelet", filepath.Join(c.Bin, "kubelet"),
+		"--config", c.path("kubelet.yaml"), "--kubeconfig", c.path("kubelet.kubeconfig"),
+		"--hostname-override", nodeName, "--node-ip", nodeIP, "--root-dir", c.path("kubelet"))
+}
+
+// run starts a component with its output in DIR/logs/NAME.log.
+func (c *Cluster) run(name, bin string, args ...string) error {
+	if err := os.MkdirAll(c.path("logs"), 0o755); err != nil {
+		return err
+	}
+	log, err := os.Create(c.path("logs", name+".log"))
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		log.Close()
+		return fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &proc{name: name, cmd: cmd, done: make(chan struct{})}
+	go func() { cmd.Wait(); log.Close(); close(p.done) }()
+	c.procs = append(c.procs, p)
+	return nil
+}
+
+// Kubectl runs the cluster's kubectl as admin.
+func (c *Cluster) Kubectl(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, filepath.Join(c.Bin, "kubectl"), append([]string{"--kubeconfig", c.Kubeconfig}, args...)...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("kubectl %s: %w\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
+// dumpLogs prints the tail of every component's log.
+func (c *Cluster) dumpLogs(t testing.TB) {
+	ents, _ := os.ReadDir(c.path("logs"))
+	for _, e := range ents {
+		b, _ := os.ReadFile(c.path("logs", e.Name()))
+		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+		if len(lines) > 25 {
+			lines = lines[len(lines)-25:]
+		}
+		t.Logf("--- %s (last lines)\n%s", e.Name(), strings.Join(lines, "\n"))
+	}
+	if b, err := os.ReadFile(filepath.Join(c.path("ctr"), "containerd.log")); err == nil {
+		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+		if len(lines) > 25 {
+			lines = lines[len(lines)-25:]
+		}
+		t.Logf("--- containerd.log (last lines)\n%s", strings.Join(lines, "\n"))
+	}
+}
+
+// Stop tears everything down: the pods (through the kubelet, so CNI and
+// containerd clean their part), the components, the containers left, the
+// node's links, mounts, netns entries and cgroups, and the directory.
+func (c *Cluster) Stop() {
+	if c.stopOnce {
+		return
+	}
+	c.stopOnce = true
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	if c.Client != nil && c.running("kubelet") {
+		c.deleteAllPods(ctx)
+	}
+	// The components, newest first: kubelet before the API server.
+	for i := len(c.procs) - 1; i >= 0; i-- {
+		p := c.procs[i]
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(10 * time.Second):
+			_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+			<-p.done
+		}
+	}
+	if c.ctrClient != nil {
+		c.removeContainers(ctx)
+		c.ctrClient.Close()
+	}
+	if c.Ctr != nil {
+		c.Ctr.Stop()
+	}
+	c.sweep()
+}
+
+func (c *Cluster) running(name string) bool {
+	for _, p := range c.procs {
+		if p.name == name {
+			select {
+			case <-p.done:
+				return false
+			default:
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// deleteAllPods force-deletes every pod and waits until containerd runs no
+// sandbox: the kubelet stops them through CRI, which runs CNI DEL.
+func (c *Cluster) deleteAllPods(ctx context.Context) {
+	zero := int64(0)
+	nss, err := c.Client.CoreV1().Namespaces().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return
+	}
+	for _, ns := range nss.Items {
+		_ = c.Client.AppsV1().Deployments(ns.Name).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{})
+		_ = c.Client.AppsV1().DaemonSets(ns.Name).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{})
+		_ = c.Client.AppsV1().ReplicaSets(ns.Name).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{})
+		_ = c.Client.CoreV1().Pods(ns.Name).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: &zero}, metav1.ListOptions{})
+	}
+	_ = waitFor(ctx, 60*time.Second, "no pod sandbox left", func() error {
+		n := c.runningSandboxes(ctx)
+		if n > 0 {
+			return fmt.Errorf("%d sandboxes still running", n)
+		}
+		return nil
+	})
+}
+
+func (c *Cluster) runningSandboxes(ctx context.Context) int {
+	if c.ctrClient == nil {
+		return 0
+	}
+	cs, err := c.ctrClient.Containers(ctrkit.WithNamespace(ctx, "k8s.io"), `labels."io.cri-containerd.kind"==sandbox`)
+	if err != nil {
+		return 0
+	}
+	return len(cs)
+}
+
+func (c *Cluster) removeContainers(ctx context.Context) {
+	nctx := ctrkit.WithNamespace(ctx, "k8s.io")
+	cs, err := c.ctrClient.Containers(nctx)
+	if err != nil {
+		return
+	}
+	for _, ctr := range cs {
+		_ = ctrkit.Remove(nctx, ctr)
+	}
+}
+
+// sweep removes what the kernel and the host keep after the processes are
+// gone: mounts under the run's directory, the run's /run/netns entries,
+// links, kubepods cgroups, and the directory.
+func (c *Cluster) sweep() {
+	for _, m := range mountsUnder(c.Dir) {
+		if err := syscall.Unmount(m, syscall.MNT_DETACH); err != nil {
+			c.logf("unmount %s: %v", m, err)
+		}
+	}
+	if ents, err := os.ReadDir("/run/netns"); err == nil {
+		for _, e := range ents {
+			if !c.netnsSeen[e.Name()] && strings.HasPrefix(e.Name(), "cni-") {
+				p := filepath.Join("/run/netns", e.Name())
+				_ = syscall.Unmount(p, syscall.MNT_DETACH)
+				_ = os.Remove(p)
+			}
+		}
+	}
+	for _, name := range []string{nodeLink, bridgeName} {
+		if l, err := netlink.LinkByName(name); err == nil {
+			_ = netlink.LinkDel(l)
+		}
+	}
+	removeCgroups()
+	if err := os.RemoveAll(c.Dir); err != nil {
+		c.logf("remove %s: %v", c.Dir, err)
+	}
+}
+
+// mountsUnder lists mount points under dir, deepest first.
+func mountsUnder(dir string) []string {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []string
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		fields := strings.Fields(s.Text())
+		if len(fields) > 4 && (fields[4] == dir || strings.HasPrefix(fields[4], dir+"/")) {
+			out = append(out, fields[4])
+		}
+	}
+	slices.SortFunc(out, func(a, b string) int { return len(b) - len(a) })
+	return out
+}
+
+// removeCgroups removes the kubelet's empty kubepods cgroups in every
+// hierarchy (cgroup v1 here), children first.
+func removeCgroups() {
+	roots, _ := filepath.Glob("/sys/fs/cgroup/*/kubepods")
+	if _, err := os.Stat("/sys/fs/cgroup/kubepods"); err == nil {
+		roots = append(roots, "/sys/fs/cgroup/kubepods")
+	}
+	for _, root := range roots {
+		var dirs []string
+		_ = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				dirs = append(dirs, p)
+			}
+			return nil
+		})
+		for i := len(dirs) - 1; i >= 0; i-- {
+			_ = os.Remove(dirs[i])
+		}
+	}
+}
+
+func waitFor(ctx context.Context, timeout time.Duration, what string, f func() error) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("waiting for %s: %w", what, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func freePorts(n int) ([]int, error) { return freePortsOn("127.0.0.1", n) }
+
+func freePortsOn(ip string, n int) ([]int, error) {
+	var lns []net.Listener
+	defer func() {
+		for _, l := range lns {
+			l.Close()
+		}
+	}()
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+		if err != nil {
+			return nil, err
+		}
+		lns = append(lns, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// certs writes a CA, the API server's serving certificate, the API
+// server's client certificate for kubelets, the service-account key and
+// the token file (admin in system:masters, the node in system:nodes).
+func (c *Cluster) certs() error {
+	pki := c.path("pki")
+	if err := os.MkdirAll(pki, 0o700); err != nil {
+		return err
+	}
+	caKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return err
+	}
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "fle2e-ca"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		return err
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	if err := writePEM(filepath.Join(pki, "ca.crt"), "CERTIFICATE", caDER); err != nil {
+		return err
+	}
+	issue := func(name string, tmpl *x509.Certificate) error {
+		key, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			return err
+		}
+		tmpl.NotBefore, tmpl.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour)
+		tmpl.KeyUsage = x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+		if err != nil {
+			return err
+		}
+		if err := writePEM(filepath.Join(pki, name+".crt"), "CERTIFICATE", der); err != nil {
+			return err
+		}
+		return writePEM(filepath.Join(pki, name+".key"), "RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(key))
+	}
+	if err := issue("apiserver", &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "kube-apiserver"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses: []net.IP{net.ParseIP(nodeIP), net.ParseIP("127.0.0.1"), net.ParseIP("198.19.0.1")},
+		DNSNames:    []string{"kubernetes", "kubernetes.default", "kubernetes.default.svc"},
+	}); err != nil {
+		return err
+	}
+	if err := issue("kubelet-client", &x509.Certificate{
+		SerialNumber: big.NewInt(3), Subject: pkix.Name{CommonName: "kube-apiserver-kubelet-client", Organization: []string{"system:masters"}},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}); err != nil {
+		return err
+	}
+	saKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return err
+	}
+	if err := writePEM(filepath.Join(pki, "sa.key"), "RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(saKey)); err != nil {
+		return err
+	}
+	tokens := strings.Join([]string{
+		`admin-token,admin,1,"system:masters"`,
+		// With use-service-account-credentials off the controller
+		// manager acts as itself for every controller: give it (and the
+		// scheduler) everything rather than replicate kubeadm's RBAC.
+		`controller-manager-token,system:kube-controller-manager,2,"system:masters"`,
+		`scheduler-token,system:kube-scheduler,3,"system:masters"`,
+		fmt.Sprintf(`kubelet-token,system:node:%s,4,"system:nodes"`, nodeName),
+	}, "\n") + "\n"
+	return os.WriteFile(filepath.Join(pki, "tokens.csv"), []byte(tokens), 0o600)
+}
+
+func writePEM(path, typ string, der []byte) error {
+	return os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600)
+}
+
+func (c *Cluster) writeKubeconfig(path, token string) error {
+	cfg := fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters:
+- name: e2e
+  cluster:
+    server: https://%s:%d
+    certificate-authority: %s
+users:
+- name: e2e
+  user:
+    token: %s
+contexts:
+- name: e2e
+  context: {cluster: e2e, user: e2e}
+current-context: e2e
+`, nodeIP, c.APIPort, c.path("pki", "ca.crt"), token)
+	return os.WriteFile(path, []byte(cfg), 0o600)
+}

@@ -1,0 +1,581 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	pb "github.com/faultline-dev/faultline/proto/faultline/v1"
+)
+
+// probes is excluded from HTTP faults, as a user keeps the kubelet's
+// readiness probes healthy so that the Service keeps its pods.
+const probes = "/health"
+
+func pods(ns string, sel map[string]string) *pb.TargetSet {
+	return &pb.TargetSet{Kind: &pb.TargetSet_Pods{Pods: &pb.PodSelector{Namespace: ns, Select: &pb.LabelSet{Labels: sel}}}}
+}
+
+func service(ns, name string) *pb.TargetSet {
+	return &pb.TargetSet{Kind: &pb.TargetSet_Service{Service: &pb.ServiceRef{Namespace: ns, Name: name}}}
+}
+
+func dur(d time.Duration) *durationpb.Duration { return durationpb.New(d) }
+
+// inject runs an InjectHTTP call in the background.
+func (e *env) injectHTTP(ctx context.Context, req *pb.InjectHTTPRequest) <-chan injectResult {
+	ch := make(chan injectResult, 1)
+	go func() {
+		resp, err := e.gw.InjectHTTP(ctx, req)
+		ch <- injectResult{resp, err}
+	}()
+	return ch
+}
+
+type injectResult struct {
+	resp *pb.GatewayInjectResponse
+	err  error
+}
+
+// TestKubernetes runs every scenario on one cluster, in order.
+func TestKubernetes(t *testing.T) {
+	e := setup(t)
+	specsBefore := e.podSpecs(t, "app in (catalog,solo)")
+	programsBefore := faultlinePrograms(t)
+
+	steps := []struct {
+		name string
+		run  func(*testing.T, *env)
+	}{
+		{"PodDisruptorHTTP", testPodDisruptorHTTP},
+		{"ServiceDisruptorNamedPort", testServiceDisruptorNamedPort},
+		{"ServiceDisruptorGrpc", testServiceDisruptorGrpc},
+		{"NetworkFault", testNetworkFault},
+		{"Refusals", testRefusals},
+		{"CancelMidFault", testCancelMidFault},
+		{"TimeToActive", testTimeToActive},
+		{"PodDeletedMidFault", testPodDeletedMidFault},
+		{"DaemonKilledMidFault", testDaemonKilledMidFault},
+		{"TerminatePods", testTerminatePods},
+	}
+	failed := false
+	for _, s := range steps {
+		if failed {
+			t.Run(s.name, func(t *testing.T) { t.Skip("an earlier step failed") })
+			continue
+		}
+		// Probes go through faults like any client (the network fault
+		// fails them): start each step with every pod ready again.
+		e.waitReady(t, "shop", "app=catalog", 3)
+		e.waitReady(t, "shop", "app=solo", 1)
+		if !t.Run(s.name, func(t *testing.T) { s.run(t, e) }) {
+			failed = true
+			e.dumpLogs(t)
+			out, err := e.Kubectl(context.Background(), "logs", "-n", "faultline", "-l", "app.kubernetes.io/name=faultlined", "--tail=40")
+			t.Logf("--- faultlined (last lines)\n%s %v", out, err)
+		}
+	}
+
+	// No fault changed a pod: same specs, annotations, labels, and no
+	// ephemeral container (terminatePods replaced some catalog pods, so
+	// compare the ones that are still there).
+	after := e.podSpecs(t, "app in (catalog,solo)")
+	compared := 0
+	for name, before := range specsBefore {
+		if now, ok := after[name]; ok {
+			compared++
+			if now != before {
+				t.Errorf("pod %s changed:\nbefore %s\nafter  %s", name, before, now)
+			}
+		}
+	}
+	t.Logf("pod specs identical before and after every fault: %d pods compared", compared)
+	if compared == 0 {
+		t.Error("no pod left to compare")
+	}
+
+	// kubectl delete -k removes faultline, and with it every kernel hook.
+	if out, err := e.Kubectl(context.Background(), "delete", "-k", e.overlay, "--wait=true", "--timeout=60s"); err != nil {
+		t.Fatal(err)
+	} else {
+		t.Logf("kubectl delete -k:\n%s", out)
+	}
+	if err := waitFor(context.Background(), 30*time.Second, "faultlined pods gone", func() error {
+		l, err := e.Client.CoreV1().Pods("faultline").List(context.Background(), metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		if len(l.Items) > 0 {
+			return fmt.Errorf("%d pods left", len(l.Items))
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	left := faultlinePrograms(t)
+	for id := range programsBefore {
+		delete(left, id)
+	}
+	if len(left) > 0 {
+		t.Errorf("after kubectl delete -k, faultline eBPF programs remain: %v", left)
+	}
+}
+
+// faultlinePrograms lists loaded eBPF programs with faultline's names.
+func faultlinePrograms(t *testing.T) map[ebpf.ProgramID]string {
+	t.Helper()
+	out := map[ebpf.ProgramID]string{}
+	var id ebpf.ProgramID
+	for {
+		next, err := ebpf.ProgramGetNextID(id)
+		if errors.Is(err, os.ErrNotExist) {
+			return out
+		}
+		if err != nil {
+			t.Fatalf("iterate programs: %v", err)
+		}
+		id = next
+		p, err := ebpf.NewProgramFromID(id)
+		if err != nil {
+			continue
+		}
+		if info, err := p.Info(); err == nil && strings.HasPrefix(info.Name, "fl_") {
+			out[id] = info.Name
+		}
+		p.Close()
+	}
+}
+
+func testPodDisruptorHTTP(t *testing.T, e *env) {
+	ps := e.pods(t, "app=catalog")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := e.injectHTTP(ctx, &pb.InjectHTTPRequest{
+		Targets:  pods("shop", map[string]string{"app": "catalog"}),
+		Duration: dur(4 * time.Second),
+		Fault:    &pb.HTTPFault{Port: 8080, ErrorRate: 1, ErrorCode: 503, ErrorBody: "injected", Exclude: probes},
+	})
+	for _, p := range ps {
+		e.waitStatus(t, p.Status.PodIP, 503, 5*time.Second)
+	}
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if len(r.resp.GetTargets()) != 3 || r.resp.GetTotal().GetErrored() == 0 {
+		t.Errorf("response: %d targets, total %v; want 3 targets with errors counted", len(r.resp.GetTargets()), r.resp.GetTotal())
+	}
+	for _, p := range ps {
+		if got := e.get(p.Status.PodIP); got != 200 {
+			t.Errorf("pod %s after the fault: %d, want 200", p.Name, got)
+		}
+	}
+}
+
+// The Service's port 80 maps to the named container port "web" (8080).
+func testServiceDisruptorNamedPort(t *testing.T, e *env) {
+	ps := e.pods(t, "app=catalog")
+	done := e.injectHTTP(context.Background(), &pb.InjectHTTPRequest{
+		Targets:  service("shop", "catalog"),
+		Duration: dur(3 * time.Second),
+		Fault:    &pb.HTTPFault{AverageDelay: dur(300 * time.Millisecond), Exclude: probes},
+	})
+	time.Sleep(time.Second)
+	for _, p := range ps {
+		start := time.Now()
+		if got := e.get(p.Status.PodIP); got != 200 {
+			t.Errorf("pod %s: %d, want 200", p.Name, got)
+		}
+		if took := time.Since(start); took < 290*time.Millisecond {
+			t.Errorf("pod %s answered in %s, want the 300ms delay", p.Name, took)
+		}
+	}
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	for _, tr := range r.resp.GetTargets() {
+		if tr.GetFault().GetPort() != 8080 {
+			t.Errorf("target %s faulted on port %d, want 8080 (service port 80 → targetPort web)", tr.GetTarget().GetName(), tr.GetFault().GetPort())
+		}
+	}
+	// A service with several ports needs one named.
+	_, err := e.gw.InjectHTTP(context.Background(), &pb.InjectHTTPRequest{
+		Targets: service("shop", "catalog"), Duration: dur(time.Second),
+		Fault: &pb.HTTPFault{Port: 81, ErrorRate: 1, ErrorCode: 500},
+	})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "does not expose port 81") {
+		t.Errorf("unknown service port: got %v, want InvalidArgument naming it", err)
+	}
+}
+
+func testServiceDisruptorGrpc(t *testing.T, e *env) {
+	ps := e.pods(t, "app=catalog")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch := make(chan injectResult, 1)
+	go func() {
+		resp, err := e.gw.InjectGrpc(ctx, &pb.InjectGrpcRequest{
+			Targets:  service("shop", "catalog-grpc"),
+			Duration: dur(3 * time.Second),
+			Fault:    &pb.GrpcFault{ErrorRate: 1, StatusCode: uint32(codes.Unavailable), StatusMessage: "injected", Methods: []string{"/grpc.health.v1.Health/Check"}},
+		})
+		ch <- injectResult{resp, err}
+	}()
+	// A new connection per attempt: a gRPC connection opened before the
+	// fault is active stays direct (the fault leaves established
+	// connections alone by default).
+	check := func(ip string) error {
+		conn, err := grpc.NewClient("passthrough:///"+net.JoinHostPort(ip, "9000"), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		cctx, ccancel := context.WithTimeout(ctx, time.Second)
+		defer ccancel()
+		_, err = healthpb.NewHealthClient(conn).Check(cctx, &healthpb.HealthCheckRequest{})
+		return err
+	}
+	for _, p := range ps {
+		var last error
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			if last = check(p.Status.PodIP); status.Code(last) == codes.Unavailable && strings.Contains(last.Error(), "injected") {
+				break
+			}
+		}
+		if status.Code(last) != codes.Unavailable {
+			t.Errorf("pod %s: health check got %v, want the injected Unavailable", p.Name, last)
+		}
+	}
+	r := <-ch
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if r.resp.GetTotal().GetErrored() == 0 {
+		t.Errorf("total %v: no call counted as errored", r.resp.GetTotal())
+	}
+}
+
+func testNetworkFault(t *testing.T, e *env) {
+	ps := e.pods(t, "app=solo")
+	ip := ps[0].Status.PodIP
+	ch := make(chan injectResult, 1)
+	go func() {
+		resp, err := e.gw.InjectNetwork(context.Background(), &pb.InjectNetworkRequest{
+			Targets:  pods("shop", map[string]string{"app": "solo"}),
+			Duration: dur(3 * time.Second),
+			Fault:    &pb.NetworkFault{Port: 8080, Protocol: "tcp"},
+		})
+		ch <- injectResult{resp, err}
+	}()
+	dropped := false
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline) && !dropped; time.Sleep(20 * time.Millisecond) {
+		c, err := net.DialTimeout("tcp", net.JoinHostPort(ip, "8080"), 300*time.Millisecond)
+		if err != nil {
+			dropped = true
+		} else {
+			c.Close()
+		}
+	}
+	if !dropped {
+		t.Error("connections to the pod still succeed under a drop-all network fault")
+	}
+	r := <-ch
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if r.resp.GetTotal().GetPacketsDropped() == 0 {
+		t.Errorf("total %v: nothing dropped", r.resp.GetTotal())
+	}
+	e.waitStatus(t, ip, 200, 2*time.Second)
+}
+
+func testRefusals(t *testing.T, e *env) {
+	ctx := context.Background()
+	_, err := e.gw.InjectHTTP(ctx, &pb.InjectHTTPRequest{
+		Targets: pods("infra", map[string]string{"app": "hostnet"}), Duration: dur(2 * time.Second),
+		Fault: &pb.HTTPFault{Port: 8080, ErrorRate: 1, ErrorCode: 500, Exclude: probes},
+	})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "host network") {
+		t.Errorf("hostNetwork pod: got %v, want FailedPrecondition about the host network", err)
+	}
+	_, err = e.gw.InjectHTTP(ctx, &pb.InjectHTTPRequest{
+		Targets: pods("shop", map[string]string{"app": "nothing"}), Duration: dur(2 * time.Second),
+		Fault: &pb.HTTPFault{Port: 8080, ErrorRate: 1, ErrorCode: 500, Exclude: probes},
+	})
+	if status.Code(err) != codes.NotFound || !strings.Contains(err.Error(), "no pods found matching selector") {
+		t.Errorf("no match: got %v, want NotFound naming the selector", err)
+	}
+	_, err = e.gw.InjectHTTP(ctx, &pb.InjectHTTPRequest{
+		Targets: pods("faultline", map[string]string{"app.kubernetes.io/name": "faultlined"}), Duration: dur(2 * time.Second),
+		Fault: &pb.HTTPFault{Port: 7439, ErrorRate: 1, ErrorCode: 500},
+	})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "allow-protected-namespaces") {
+		t.Errorf("faultline's own namespace: got %v, want FailedPrecondition", err)
+	}
+	_, err = e.gw.InjectHTTP(ctx, &pb.InjectHTTPRequest{
+		Targets: pods("shop", map[string]string{"app": "catalog"}), Duration: dur(2 * time.Second),
+		Fault: &pb.HTTPFault{Port: 8080, ErrorRate: 2, ErrorCode: 500},
+	})
+	if status.Code(err) != codes.InvalidArgument {
+		t.Errorf("errorRate 2: got %v, want InvalidArgument", err)
+	}
+	// Pods in a selector that matches but are not ready are listed.
+	resp, err := e.gw.Targets(ctx, &pb.TargetsRequest{Targets: service("shop", "catalog")})
+	if err != nil || len(resp.GetTargets()) != 3 {
+		t.Errorf("targets of service catalog: %v, %v; want 3", resp, err)
+	}
+}
+
+func testCancelMidFault(t *testing.T, e *env) {
+	ip := e.pods(t, "app=solo")[0].Status.PodIP
+	ctx, cancel := context.WithCancel(context.Background())
+	done := e.injectHTTP(ctx, &pb.InjectHTTPRequest{
+		Targets: pods("shop", map[string]string{"app": "solo"}), Duration: dur(60 * time.Second),
+		Fault: &pb.HTTPFault{Port: 8080, ErrorRate: 1, ErrorCode: 500, Exclude: probes},
+	})
+	e.waitStatus(t, ip, 500, 5*time.Second)
+	cancel()
+	start := time.Now()
+	took := e.waitStatus(t, ip, 200, 2*time.Second)
+	t.Logf("cancelled: pod answers directly %s after the cancel", took)
+	if r := <-done; status.Code(r.err) != codes.Canceled {
+		t.Errorf("cancelled call returned %v", r.err)
+	}
+	_ = start
+}
+
+// testTimeToActive measures the time from the Inject call to each pod's
+// first faulted response, for 1 pod and for 30, and faultlined's memory.
+func testTimeToActive(t *testing.T, e *env) {
+	pid := e.faultlinedPID(t)
+	idle := rssKiB(t, pid)
+	one := e.measure(t, "app=solo", 1)
+	if out, err := e.Kubectl(context.Background(), "apply", "-f", "testdata/fleet.yaml"); err != nil {
+		t.Fatal(err)
+	} else {
+		t.Log(out)
+	}
+	e.waitReady(t, "shop", "app=fleet", 30)
+	var busy int
+	thirty := e.measureWith(t, "app=fleet", 30, func() { busy = rssKiB(t, pid) })
+	t.Logf("\n| targets | time to first faulted response (max over pods) | median |\n|---|---|---|\n| 1 | %s | %s |\n| 30 | %s | %s |\nfaultlined RSS: idle %.1f MiB, with 30 active faults %.1f MiB",
+		one.max, one.median, thirty.max, thirty.median, float64(idle)/1024, float64(busy)/1024)
+	if one.max > 3*time.Second || thirty.max > 10*time.Second {
+		t.Errorf("time to active far beyond the targets (300ms, 1s): %s, %s", one.max, thirty.max)
+	}
+	// Wait for the fleet to go: 30 pods terminating keep the kubelet busy.
+	if _, err := e.Kubectl(context.Background(), "delete", "-f", "testdata/fleet.yaml", "--wait=true", "--timeout=120s"); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitFor(context.Background(), 120*time.Second, "fleet pods gone", func() error {
+		if n := len(e.pods(t, "app=fleet")); n > 0 {
+			return fmt.Errorf("%d left", n)
+		}
+		l, err := e.Client.CoreV1().Pods("shop").List(context.Background(), metav1.ListOptions{LabelSelector: "app=fleet"})
+		if err == nil && len(l.Items) > 0 {
+			return fmt.Errorf("%d pods left", len(l.Items))
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+type timing struct{ max, median time.Duration }
+
+func (e *env) measure(t *testing.T, selector string, n int) timing {
+	return e.measureWith(t, selector, n, func() {})
+}
+
+// measureWith starts a 10s error fault on the pods, polls each pod until
+// its first faulted response, runs during (while every fault is active),
+// then cancels the fault.
+func (e *env) measureWith(t *testing.T, selector string, n int, during func()) timing {
+	t.Helper()
+	ps := e.pods(t, selector)
+	if len(ps) != n {
+		t.Fatalf("%d pods for %s, want %d", len(ps), selector, n)
+	}
+	label := strings.SplitN(selector, "=", 2)
+	ctx, cancel := context.WithCancel(context.Background())
+	start := time.Now()
+	done := e.injectHTTP(ctx, &pb.InjectHTTPRequest{
+		Targets: pods("shop", map[string]string{label[0]: label[1]}), Duration: dur(20 * time.Second),
+		Fault: &pb.HTTPFault{Port: 8080, ErrorRate: 1, ErrorCode: 503, Exclude: probes},
+	})
+	times := make([]time.Duration, len(ps))
+	var wg sync.WaitGroup
+	client := e.http
+	for i, p := range ps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Since(start) < 15*time.Second {
+				resp, err := client.Get("http://" + net.JoinHostPort(p.Status.PodIP, "8080") + "/ingredients/1")
+				if err == nil {
+					resp.Body.Close()
+					if resp.StatusCode == 503 {
+						times[i] = time.Since(start)
+						return
+					}
+				}
+				time.Sleep(2 * time.Millisecond)
+			}
+		}()
+	}
+	wg.Wait()
+	during()
+	cancel()
+	if r := <-done; r.err != nil && status.Code(r.err) != codes.Canceled {
+		t.Fatalf("inject: %v", r.err)
+	}
+	sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
+	for _, d := range times {
+		if d == 0 {
+			t.Fatalf("a pod never answered with the fault")
+		}
+	}
+	return timing{max: times[len(times)-1].Round(time.Millisecond), median: times[len(times)/2].Round(time.Millisecond)}
+}
+
+func testPodDeletedMidFault(t *testing.T, e *env) {
+	ps := e.pods(t, "app=catalog")
+	done := e.injectHTTP(context.Background(), &pb.InjectHTTPRequest{
+		Targets: pods("shop", map[string]string{"app": "catalog"}), Duration: dur(15 * time.Second),
+		Fault: &pb.HTTPFault{Port: 8080, ErrorRate: 1, ErrorCode: 503, Exclude: probes},
+	})
+	for _, p := range ps {
+		e.waitStatus(t, p.Status.PodIP, 503, 5*time.Second)
+	}
+	victim := ps[0]
+	grace := int64(1)
+	deleted := time.Now()
+	if err := e.Client.CoreV1().Pods("shop").Delete(context.Background(), victim.Name, metav1.DeleteOptions{GracePeriodSeconds: &grace}); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitFor(context.Background(), 12*time.Second, "pod gone", func() error {
+		_, err := e.Client.CoreV1().Pods("shop").Get(context.Background(), victim.Name, metav1.GetOptions{})
+		if err == nil {
+			return fmt.Errorf("%s still there", victim.Name)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("pod %s deleted (grace 1s) and gone after %s", victim.Name, time.Since(deleted).Round(time.Millisecond))
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if got := r.resp.GetTotal().GetTargetsDeleted(); got != 1 {
+		t.Errorf("targets_deleted = %d, want 1", got)
+	}
+	for _, tr := range r.resp.GetTargets() {
+		want := "expired"
+		if tr.GetTarget().GetName() == victim.Name {
+			want = "target-deleted"
+		}
+		if got := tr.GetFault().GetEndReason(); got != want {
+			t.Errorf("target %s ended %q, want %q", tr.GetTarget().GetName(), got, want)
+		}
+	}
+	e.waitReady(t, "shop", "app=catalog", 3)
+}
+
+func testDaemonKilledMidFault(t *testing.T, e *env) {
+	ip := e.pods(t, "app=solo")[0].Status.PodIP
+	done := e.injectHTTP(context.Background(), &pb.InjectHTTPRequest{
+		Targets: pods("shop", map[string]string{"app": "solo"}), Duration: dur(60 * time.Second),
+		Fault: &pb.HTTPFault{Port: 8080, ErrorRate: 1, ErrorCode: 503, Exclude: probes},
+	})
+	e.waitStatus(t, ip, 503, 5*time.Second)
+	pid := e.faultlinedPID(t)
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	took := e.waitStatus(t, ip, 200, time.Second)
+	t.Logf("faultlined SIGKILLed mid-fault: the pod answers directly %s later", took)
+	if r := <-done; r.err == nil {
+		t.Errorf("the fault's call succeeded although its daemon died")
+	} else {
+		t.Logf("the fault's call ended with: %v", r.err)
+	}
+	// The DaemonSet restarts it, and a new fault works.
+	if err := waitFor(context.Background(), 60*time.Second, "faultlined restarted", func() error {
+		l, err := e.Client.CoreV1().Pods("faultline").List(context.Background(), metav1.ListOptions{})
+		if err != nil || len(l.Items) != 1 {
+			return fmt.Errorf("%v, %d pods", err, len(l.Items))
+		}
+		p := l.Items[0]
+		if len(p.Status.ContainerStatuses) == 0 || p.Status.ContainerStatuses[0].RestartCount < 1 || !isReady(&p) {
+			return fmt.Errorf("not restarted and ready yet")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if newPID := e.faultlinedPID(t); newPID == pid {
+		t.Fatalf("faultlined pid unchanged (%d)", pid)
+	}
+	done = e.injectHTTP(context.Background(), &pb.InjectHTTPRequest{
+		Targets: pods("shop", map[string]string{"app": "solo"}), Duration: dur(2 * time.Second),
+		Fault: &pb.HTTPFault{Port: 8080, ErrorRate: 1, ErrorCode: 503, Exclude: probes},
+	})
+	e.waitStatus(t, ip, 503, 5*time.Second)
+	if r := <-done; r.err != nil {
+		t.Fatalf("fault after the restart: %v", r.err)
+	}
+}
+
+func testTerminatePods(t *testing.T, e *env) {
+	before := map[string]bool{}
+	for _, p := range e.pods(t, "app=catalog") {
+		before[p.Name] = true
+	}
+	resp, err := e.gw.TerminatePods(context.Background(), &pb.TerminatePodsRequest{Targets: service("shop", "catalog"), Count: "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.GetTerminated()) != 1 || !before[resp.GetTerminated()[0]] {
+		t.Fatalf("terminated %v, want one of %v", resp.GetTerminated(), slicesOf(before))
+	}
+	_, err = e.Client.CoreV1().Pods("shop").Get(context.Background(), resp.GetTerminated()[0], metav1.GetOptions{})
+	if err == nil {
+		t.Errorf("pod %s still exists after terminatePods returned", resp.GetTerminated()[0])
+	}
+	_, err = e.gw.TerminatePods(context.Background(), &pb.TerminatePodsRequest{Targets: service("shop", "catalog"), Count: "0"})
+	if status.Code(err) != codes.InvalidArgument {
+		t.Errorf("count 0: got %v, want InvalidArgument", err)
+	}
+	e.waitReady(t, "shop", "app=catalog", 3)
+}
+
+func slicesOf(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range maps.Keys(m) {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

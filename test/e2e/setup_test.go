@@ -1,0 +1,328 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	containerd "github.com/containerd/containerd"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/faultline-dev/faultline/internal/ctrkit"
+	pb "github.com/faultline-dev/faultline/proto/faultline/v1"
+)
+
+const faultlinedImage = "faultline.local/faultlined:e2e"
+
+// env is one cluster with faultline deployed, the test apps and a gateway.
+type env struct {
+	*Cluster
+	overlay string
+	gw      pb.GatewayClient
+	http    *http.Client
+}
+
+// requireRoot fails loudly in CI and skips elsewhere without root.
+func requireRoot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") != "" {
+			t.Fatal("the e2e test needs root")
+		}
+		t.Skip("needs root")
+	}
+}
+
+func setup(t *testing.T) *env {
+	requireRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	t.Cleanup(cancel)
+	c := StartCluster(ctx, t)
+	e := &env{Cluster: c, http: &http.Client{
+		Timeout:   2 * time.Second,
+		Transport: &http.Transport{DisableKeepAlives: true},
+	}}
+	bin := c.path("bin")
+	start := time.Now()
+	for _, b := range []struct{ pkg, out, image, file string }{
+		{"github.com/faultline-dev/faultline/cmd/faultlined", "faultlined", faultlinedImage, "faultlined"},
+		{"github.com/faultline-dev/faultline/examples/catalog", "catalog", "faultline.local/catalog:e2e", "app"},
+		{"github.com/faultline-dev/faultline/test/e2e/pause", "pause", pauseImage, "pause"},
+		{"github.com/faultline-dev/faultline/cmd/faultline", "faultline", "", ""},
+	} {
+		out := filepath.Join(bin, b.out)
+		if err := ctrkit.GoBuild(ctx, b.pkg, out); err != nil {
+			t.Fatal(err)
+		}
+		if b.image == "" {
+			continue
+		}
+		// The Dockerfile's recipe without Docker: the static binary alone
+		// in an image, imported where the CRI plugin finds it.
+		if _, err := ctrkit.BuildImageAt(ctrkit.WithNamespace(ctx, "k8s.io"), c.ctrClient, b.image, out, b.file); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("binaries and images built in %s", time.Since(start).Round(time.Millisecond))
+
+	e.overlay = e.writeOverlay(t)
+	if out, err := c.Kubectl(ctx, "apply", "-k", e.overlay); err != nil {
+		t.Fatal(err)
+	} else {
+		t.Logf("kubectl apply -k:\n%s", out)
+	}
+	if out, err := c.Kubectl(ctx, "apply", "-f", "testdata/app.yaml"); err != nil {
+		t.Fatal(err)
+	} else {
+		t.Logf("kubectl apply -f testdata/app.yaml:\n%s", out)
+	}
+	e.waitReady(t, "faultline", "app.kubernetes.io/name=faultlined", 1)
+	e.waitReady(t, "shop", "app=catalog", 3)
+	e.waitReady(t, "shop", "app=solo", 1)
+	e.gw = e.startGateway(t, filepath.Join(bin, "faultline"))
+	return e
+}
+
+// writeOverlay is what a user of another cluster writes: deploy/ with the
+// image overridden, and this cluster's oddities patched in: the private
+// containerd's directory, and the API server's address (there is no
+// kube-proxy to route the kubernetes Service).
+func (e *env) writeOverlay(t *testing.T) string {
+	dir := e.path("overlay")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	wd, _ := os.Getwd()
+	base, err := filepath.Rel(dir, filepath.Join(wd, "..", "..", "deploy"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := fmt.Sprintf(`apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - %s
+images:
+  - name: ghcr.io/faultline-dev/faultlined
+    newName: faultline.local/faultlined
+    newTag: e2e
+patches:
+  - target: {kind: DaemonSet, name: faultlined}
+    patch: |-
+      - op: replace
+        path: /spec/template/spec/volumes/0/hostPath/path
+        value: %s
+      - op: replace
+        path: /spec/template/spec/containers/0/imagePullPolicy
+        value: Never
+      - op: add
+        path: /spec/template/spec/containers/0/env/-
+        value: {name: KUBERNETES_SERVICE_HOST, value: %q}
+      - op: add
+        path: /spec/template/spec/containers/0/env/-
+        value: {name: KUBERNETES_SERVICE_PORT, value: %q}
+`, base, filepath.Dir(e.CtrSocket), nodeIP, strconv.Itoa(e.APIPort))
+	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// waitReady waits for n ready pods matching selector.
+func (e *env) waitReady(t *testing.T, ns, selector string, n int) []corev1.Pod {
+	t.Helper()
+	var ready []corev1.Pod
+	err := waitFor(context.Background(), 120*time.Second, fmt.Sprintf("%d ready pods %s in %s", n, selector, ns), func() error {
+		list, err := e.Client.CoreV1().Pods(ns).List(context.Background(), metav1.ListOptions{LabelSelector: selector})
+		if err != nil {
+			return err
+		}
+		ready = ready[:0]
+		for _, p := range list.Items {
+			if p.DeletionTimestamp == nil && isReady(&p) {
+				ready = append(ready, p)
+			}
+		}
+		if len(ready) != n {
+			return fmt.Errorf("%d of %d ready (%d pods)", len(ready), n, len(list.Items))
+		}
+		return nil
+	})
+	if err != nil {
+		e.dumpLogs(t)
+		out, _ := e.Kubectl(context.Background(), "get", "pods", "-A", "-o", "wide")
+		t.Logf("pods:\n%s", out)
+		out, _ = e.Kubectl(context.Background(), "get", "events", "-A")
+		t.Logf("events:\n%s", out)
+		t.Fatal(err)
+	}
+	return ready
+}
+
+func isReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// startGateway runs `faultline gateway` with the admin kubeconfig, as a
+// user outside the cluster would.
+func (e *env) startGateway(t *testing.T, bin string) pb.GatewayClient {
+	ports, err := freePorts(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(ports[0])
+	log, err := os.Create(e.path("logs", "gateway.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "gateway", "--kubeconfig", e.Kubeconfig, "--listen", addr)
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		log.Close()
+	})
+	if err := waitFor(context.Background(), 10*time.Second, "gateway listening", func() error {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return pb.NewGatewayClient(conn)
+}
+
+// pods returns the ready pods of a selector in shop.
+func (e *env) pods(t *testing.T, selector string) []corev1.Pod {
+	t.Helper()
+	list, err := e.Client.CoreV1().Pods("shop").List(context.Background(), metav1.ListOptions{LabelSelector: selector})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []corev1.Pod
+	for _, p := range list.Items {
+		if p.DeletionTimestamp == nil && isReady(&p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// get sends GET http://podIP:8080/ingredients/1 and returns the status, or
+// 0 when the request failed.
+func (e *env) get(ip string) int {
+	resp, err := e.http.Get("http://" + net.JoinHostPort(ip, "8080") + "/ingredients/1")
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// waitStatus polls a pod until it answers want, and returns how long that
+// took; it fails after timeout.
+func (e *env) waitStatus(t *testing.T, ip string, want int, timeout time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for time.Since(start) < timeout {
+		if e.get(ip) == want {
+			return time.Since(start)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("pod %s did not answer %d within %s (last: %d)", ip, want, timeout, e.get(ip))
+	return 0
+}
+
+// podSpecs snapshots the pods' specs and annotations as JSON, to prove
+// faultline never changes them.
+func (e *env) podSpecs(t *testing.T, selector string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, p := range e.pods(t, selector) {
+		b, err := json.Marshal(struct {
+			Spec        corev1.PodSpec
+			Annotations map[string]string
+			Labels      map[string]string
+		}{p.Spec, p.Annotations, p.Labels})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[p.Name] = string(b)
+	}
+	return out
+}
+
+// faultlinedPID finds the faultlined process through containerd.
+func (e *env) faultlinedPID(t *testing.T) int {
+	t.Helper()
+	ctx := ctrkit.WithNamespace(context.Background(), "k8s.io")
+	cs, err := e.ctrClient.Containers(ctx, `labels."io.kubernetes.container.name"==faultlined`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cs {
+		task, err := c.Task(ctx, nil)
+		if err != nil {
+			continue
+		}
+		if st, err := task.Status(ctx); err == nil && st.Status == containerd.Running {
+			return int(task.Pid())
+		}
+	}
+	t.Fatal("no running faultlined container")
+	return 0
+}
+
+// rssKiB reads a process's resident set size.
+func rssKiB(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+			return n
+		}
+	}
+	t.Fatal("no VmRSS")
+	return 0
+}
