@@ -5,7 +5,7 @@ CLANG     ?= clang
 MULTIARCH := $(shell gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
 export BPF_INCLUDE := /usr/include/$(MULTIARCH)
 
-.PHONY: all build generate verify-generated test bench lint test-clean clean demo demo-up demo-down demo-deps
+.PHONY: all build generate verify-generated test e2e e2e-deps bench lint test-clean clean demo demo-up demo-down demo-deps
 
 all: build
 
@@ -42,16 +42,30 @@ verify-generated:
 		git diff --exit-code --stat -- pkg/steer pkg/netfault proto || { echo "generated code is stale: run make generate and commit"; exit 1; }; \
 	else echo "verify-generated: clang or protoc missing, skipped"; fi
 
-# Privileged tests run as root; outside CI they skip when not root.
+# Privileged tests run as root; outside CI they skip when not root. The
+# Kubernetes end-to-end test runs last.
 test: lint verify-generated
 	$(GO) test -race -p 1 -count=1 -timeout 30m ./...
 	@$(MAKE) --no-print-directory test-clean
+	@$(MAKE) --no-print-directory e2e
+
+# The Kubernetes end-to-end test (root): a real single-node cluster on this
+# machine, torn down at the end. The first run on a machine builds the
+# Kubernetes binaries into $$FAULTLINE_CACHE (default /var/cache/faultline;
+# about 20 minutes on 2 cores); after that it takes about 3 minutes.
+e2e: e2e-deps
+	cd test/e2e && $(GO) test -tags e2e -count=1 -v -timeout 45m .
+
+e2e-deps:
+	@command -v etcd >/dev/null && test -x /usr/lib/cni/bridge && command -v containerd >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends etcd-server containernetworking-plugins containerd runc >/dev/null; }
 
 bench:
 	FAULTLINE_BENCH=1 $(GO) test -count=1 -run TestBenchTable -v ./test/bench/ | grep -v '^\(=== \|--- \)'
 
 lint:
 	$(GO) vet ./...
+	$(GO) vet -tags e2e ./test/e2e/
 	@out="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 # Removes namespaces left by a test binary that was killed (they all carry
