@@ -10,7 +10,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -59,16 +58,12 @@ func (k *kubeConfig) start(ctx context.Context, logger *slog.Logger, api *nodeap
 		return fmt.Errorf("kubernetes configuration: %w", err)
 	}
 	cfg.UserAgent = "faultlined"
-	client, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return fmt.Errorf("kubernetes client: %w", err)
-	}
 	sock, err := filepath.Abs(k.containerd)
 	if err != nil {
 		return err
 	}
 	ctr := &podnet.Containerd{Address: sock, Namespace: k.ctrNamespace}
-	pods, err := podnet.WatchNode(ctx, client, k.node, func(p *corev1.Pod) {
+	pods, err := podnet.WatchNode(ctx, cfg, k.node, func(p *corev1.Pod) {
 		uid := string(p.UID)
 		if n := eng.EndWhere(func(t engine.Target) bool { return t.Pod.UID == uid }, engine.ReasonTargetDeleted); n > 0 {
 			logger.Info("pod deleted mid-fault: its faults end", "pod", p.Namespace+"/"+p.Name, "faults", n)

@@ -133,9 +133,11 @@ func (d *Daemon) Stop() {
 	}
 }
 
-// GoBuild builds a static binary of pkg (a path or an import path).
-func GoBuild(ctx context.Context, pkg, out string) error {
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", out, pkg)
+// GoBuild builds a static binary of pkg (a path or an import path), with
+// extra go build flags if given.
+func GoBuild(ctx context.Context, pkg, out string, flags ...string) error {
+	args := append([]string{"build", "-trimpath"}, flags...)
+	cmd := exec.CommandContext(ctx, "go", append(args, "-o", out, pkg)...)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build %s: %w\n%s", pkg, err, b)

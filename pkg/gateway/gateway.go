@@ -41,7 +41,7 @@ type Server struct {
 	Transport Transport
 	Logger    *slog.Logger
 	// MaxStarting bounds how many targets' faults are being started at
-	// once; 0 means 16.
+	// once; 0 means 32.
 	MaxStarting int
 }
 
@@ -218,7 +218,7 @@ func (s *Server) inject(ctx context.Context, ts *pb.TargetSet, d *durationpb.Dur
 	defer cancel()
 	maxStarting := s.MaxStarting
 	if maxStarting <= 0 {
-		maxStarting = 16
+		maxStarting = 32
 	}
 	starting := make(chan struct{}, maxStarting)
 	results := make([]*pb.FaultStatus, len(found))
@@ -353,7 +353,10 @@ func (s *Server) revokeAll(found []targets.Target, reqs []*pb.InjectRequest) {
 }
 
 // waitStarted returns once the node lists the fault as ready, or ctx ends.
+// It polls often at first (setup takes milliseconds) and backs off, so that
+// many targets on one node do not flood it (and its tunnel) with List calls.
 func waitStarted(ctx context.Context, node pb.NodeClient, id string) {
+	every := 2 * time.Millisecond
 	for ctx.Err() == nil {
 		if l, err := node.List(ctx, &pb.ListRequest{}); err == nil {
 			for _, f := range l.GetFaults() {
@@ -364,8 +367,9 @@ func waitStarted(ctx context.Context, node pb.NodeClient, id string) {
 		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(5 * time.Millisecond):
+		case <-time.After(every):
 		}
+		every = min(2*every, 25*time.Millisecond)
 	}
 }
 

@@ -132,6 +132,7 @@ func (p *PortForward) Close() error {
 // with p.mu held: concurrent callers for any node wait, which keeps one
 // tunnel per node.
 func (p *PortForward) open(ctx context.Context, node string) (*tunnel, error) {
+	began := time.Now()
 	pod, err := p.faultlinedPod(ctx, node)
 	if err != nil {
 		return nil, err
@@ -180,7 +181,7 @@ func (p *PortForward) open(ctx context.Context, node string) (*tunnel, error) {
 		stop()
 		return nil, fmt.Errorf("connect to faultlined through %s: %w", pod, err)
 	}
-	p.log().Debug("tunnel open", "node", node, "pod", pod, "local", ports[0].Local)
+	p.log().Info("tunnel open", "node", node, "pod", pod, "local", ports[0].Local, "took", time.Since(began).Round(time.Millisecond))
 	return t, nil
 }
 

@@ -6,11 +6,18 @@ import (
 	"sync"
 	"time"
 
-	containerd "github.com/containerd/containerd"
+	containersapi "github.com/containerd/containerd/api/services/containers/v1"
+	tasksapi "github.com/containerd/containerd/api/services/tasks/v1"
+	"github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/errdefs"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 )
 
-// Containerd finds sandboxes through containerd's API, as the CRI plugin
+// Containerd finds sandboxes through containerd's gRPC API (the containers
+// and tasks services only: faultlined stays small), as the CRI plugin
 // labels them. Common sockets: /run/containerd/containerd.sock
 // (containerd, kubeadm, kind), /run/k3s/containerd/containerd.sock (k3s),
 // /var/snap/microk8s/common/run/containerd.sock (MicroK8s).
@@ -18,67 +25,121 @@ type Containerd struct {
 	Address   string // socket path, absolute
 	Namespace string // containerd namespace of the CRI plugin; "k8s.io" when empty
 
-	once   sync.Once
-	client *containerd.Client
-	err    error
+	once sync.Once
+	conn *grpc.ClientConn
+	err  error
+
+	mu        sync.Mutex
+	sandboxes map[string][]string // pod UID → sandbox container IDs
+	fresh     map[string]bool     // UIDs found by a list less than a second old
 }
 
-func (c *Containerd) conn() (*containerd.Client, error) {
+func (c *Containerd) dial() (*grpc.ClientConn, error) {
 	c.once.Do(func() {
-		ns := c.Namespace
-		if ns == "" {
-			ns = "k8s.io"
-		}
-		c.client, c.err = containerd.New(c.Address, containerd.WithDefaultNamespace(ns), containerd.WithTimeout(5*time.Second))
+		c.conn, c.err = grpc.NewClient("unix://"+c.Address, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if c.err != nil {
 			c.err = fmt.Errorf("connect to containerd at %s: %w", c.Address, c.err)
 		}
 	})
-	return c.client, c.err
+	return c.conn, c.err
+}
+
+// withNamespace sets containerd's namespace header on ctx.
+func (c *Containerd) withNamespace(ctx context.Context) context.Context {
+	ns := c.Namespace
+	if ns == "" {
+		ns = "k8s.io"
+	}
+	return metadata.AppendToOutgoingContext(ctx, "containerd-namespace", ns)
 }
 
 // Check reports whether containerd answers, for readiness.
 func (c *Containerd) Check(ctx context.Context) error {
-	client, err := c.conn()
+	conn, err := c.dial()
 	if err != nil {
 		return err
 	}
-	if _, err := client.Version(ctx); err != nil {
+	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
 		return fmt.Errorf("containerd at %s: %w", c.Address, err)
+	}
+	if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		return fmt.Errorf("containerd at %s: %s", c.Address, resp.GetStatus())
 	}
 	return nil
 }
 
 // SandboxPID returns the PID of the pod's running sandbox task. A pod can
 // have an old, stopped sandbox beside the current one; only a running one
-// counts.
+// counts. Sandbox IDs are cached by pod UID and refreshed with one List of
+// every sandbox on a miss, so that a fault on 30 pods costs containerd one
+// List, not 30; the task is asked for every time, so a cached ID never
+// yields a stale PID.
 func (c *Containerd) SandboxPID(ctx context.Context, uid string) (int, error) {
-	client, err := c.conn()
+	conn, err := c.dial()
 	if err != nil {
 		return 0, err
 	}
-	cs, err := client.Containers(ctx, fmt.Sprintf(`labels."io.kubernetes.pod.uid"==%q,labels."io.cri-containerd.kind"==sandbox`, uid))
-	if err != nil {
-		return 0, fmt.Errorf("list sandboxes: %w", err)
+	ctx = c.withNamespace(ctx)
+	c.mu.Lock()
+	ids := c.sandboxes[uid]
+	c.mu.Unlock()
+	if pid, ok := c.runningTask(ctx, conn, ids); ok {
+		return pid, nil
 	}
-	for _, ctr := range cs {
-		task, err := ctr.Task(ctx, nil)
-		if err != nil {
-			continue
-		}
-		st, err := task.Status(ctx)
-		if err != nil || st.Status != containerd.Running {
-			continue
-		}
-		return int(task.Pid()), nil
+	if ids, err = c.refresh(ctx, conn, uid); err != nil {
+		return 0, err
+	}
+	if pid, ok := c.runningTask(ctx, conn, ids); ok {
+		return pid, nil
 	}
 	return 0, fmt.Errorf("%w: no running sandbox for pod uid %s in containerd", errdefs.ErrNotFound, uid)
 }
 
+// refresh lists every sandbox and returns the pod's, unless a concurrent
+// caller's list already found it.
+func (c *Containerd) refresh(ctx context.Context, conn *grpc.ClientConn, uid string) ([]string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if ids, ok := c.sandboxes[uid]; ok && c.fresh[uid] {
+		return ids, nil
+	}
+	list, err := containersapi.NewContainersClient(conn).List(ctx, &containersapi.ListContainersRequest{
+		Filters: []string{`labels."io.cri-containerd.kind"==sandbox`},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list sandboxes in containerd: %w", err)
+	}
+	c.sandboxes, c.fresh = map[string][]string{}, map[string]bool{}
+	for _, ctr := range list.GetContainers() {
+		u := ctr.GetLabels()["io.kubernetes.pod.uid"]
+		c.sandboxes[u] = append(c.sandboxes[u], ctr.GetID())
+		c.fresh[u] = true
+	}
+	go func() { // the next caller's miss lists again
+		time.Sleep(time.Second)
+		c.mu.Lock()
+		clear(c.fresh)
+		c.mu.Unlock()
+	}()
+	return c.sandboxes[uid], nil
+}
+
+func (c *Containerd) runningTask(ctx context.Context, conn *grpc.ClientConn, ids []string) (int, bool) {
+	tasks := tasksapi.NewTasksClient(conn)
+	for _, id := range ids {
+		t, err := tasks.Get(ctx, &tasksapi.GetRequest{ContainerID: id})
+		if err == nil && t.GetProcess().GetStatus() == task.Status_RUNNING {
+			return int(t.GetProcess().GetPid()), true
+		}
+	}
+	return 0, false
+}
+
 // Close closes the connection.
 func (c *Containerd) Close() error {
-	if c.client != nil {
-		return c.client.Close()
+	if c.conn != nil {
+		return c.conn.Close()
 	}
 	return nil
 }

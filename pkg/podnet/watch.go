@@ -8,8 +8,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -24,13 +25,24 @@ type NodePods struct {
 
 // WatchNode starts watching the pods of node until ctx ends. onDelete is
 // called (on the watch goroutine) for each pod that goes away. Wait for
-// Synced before trusting Pod.
-func WatchNode(ctx context.Context, client kubernetes.Interface, node string, onDelete func(*corev1.Pod), log *slog.Logger) (*NodePods, error) {
-	factory := informers.NewSharedInformerFactoryWithOptions(client, 0,
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.FieldSelector = fields.OneTermEqualSelector("spec.nodeName", node).String()
-		}))
-	inf := factory.Core().V1().Pods().Informer()
+// Synced before trusting Pod. It speaks to the API server with a REST client
+// that knows core/v1 only, not the full clientset, which would register
+// every API group and double faultlined's size.
+func WatchNode(ctx context.Context, cfg *rest.Config, node string, onDelete func(*corev1.Pod), log *slog.Logger) (*NodePods, error) {
+	scheme := runtime.NewScheme()
+	if err := corev1.AddToScheme(scheme); err != nil {
+		return nil, err
+	}
+	cfg = rest.CopyConfig(cfg)
+	cfg.GroupVersion = &corev1.SchemeGroupVersion
+	cfg.APIPath = "/api"
+	cfg.NegotiatedSerializer = serializer.NewCodecFactory(scheme).WithoutConversion()
+	client, err := rest.RESTClientFor(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("pod watch: %w", err)
+	}
+	lw := cache.NewListWatchFromClient(client, "pods", metav1.NamespaceAll, fields.OneTermEqualSelector("spec.nodeName", node))
+	inf := cache.NewSharedIndexInformer(lw, &corev1.Pod{}, 0, cache.Indexers{})
 	if err := inf.SetTransform(slim); err != nil {
 		return nil, fmt.Errorf("pod watch: %w", err)
 	}
@@ -47,7 +59,7 @@ func WatchNode(ctx context.Context, client kubernetes.Interface, node string, on
 	}); err != nil {
 		return nil, fmt.Errorf("pod watch: %w", err)
 	}
-	factory.Start(ctx.Done())
+	go inf.Run(ctx.Done())
 	return &NodePods{store: inf.GetStore(), synced: inf.HasSynced}, nil
 }
 

@@ -34,6 +34,8 @@ type env struct {
 	*Cluster
 	overlay string
 	gw      pb.GatewayClient
+	// startRSS is faultlined's RSS (KiB) once ready, before any fault.
+	startRSS int
 	http    *http.Client
 }
 
@@ -65,7 +67,8 @@ func setup(t *testing.T) *env {
 		{"github.com/faultline-dev/faultline/cmd/faultline", "faultline", "", ""},
 	} {
 		out := filepath.Join(bin, b.out)
-		if err := ctrkit.GoBuild(ctx, b.pkg, out); err != nil {
+		// As the Dockerfile builds it: static, stripped.
+		if err := ctrkit.GoBuild(ctx, b.pkg, out, "-ldflags=-s -w"); err != nil {
 			t.Fatal(err)
 		}
 		if b.image == "" {
@@ -91,6 +94,8 @@ func setup(t *testing.T) *env {
 		t.Logf("kubectl apply -f testdata/app.yaml:\n%s", out)
 	}
 	e.waitReady(t, "faultline", "app.kubernetes.io/name=faultlined", 1)
+	time.Sleep(2 * time.Second) // settled
+	e.startRSS = rssKiB(t, e.faultlinedPID(t))
 	e.waitReady(t, "shop", "app=catalog", 3)
 	e.waitReady(t, "shop", "app=solo", 1)
 	e.gw = e.startGateway(t, filepath.Join(bin, "faultline"))
