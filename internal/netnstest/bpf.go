@@ -51,6 +51,9 @@ func LivePrograms(tb testing.TB, ids []ebpf.ProgramID) []ebpf.ProgramID {
 	return live
 }
 
+// ProgramNames are the names of faultline's eBPF programs (bpf/*.c).
+var ProgramNames = []string{"fl_steer", "fl_drop", "fl_refuse"}
+
 // ProgramsNamed returns the IDs of loaded programs whose name is one of
 // names. Compare a snapshot taken before an action with one after it to
 // find the programs the action loaded.

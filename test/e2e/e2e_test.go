@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"net"
@@ -17,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -26,6 +24,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/faultline-dev/faultline/internal/netnstest"
 	pb "github.com/faultline-dev/faultline/proto/faultline/v1"
 )
 
@@ -62,7 +61,7 @@ type injectResult struct {
 func TestKubernetes(t *testing.T) {
 	e := setup(t)
 	specsBefore := e.podSpecs(t, "app in (catalog,solo)")
-	programsBefore := faultlinePrograms(t)
+	programsBefore := netnstest.ProgramsNamed(t, netnstest.ProgramNames...)
 
 	steps := []struct {
 		name string
@@ -133,37 +132,12 @@ func TestKubernetes(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	left := faultlinePrograms(t)
+	left := netnstest.ProgramsNamed(t, netnstest.ProgramNames...)
 	for id := range programsBefore {
 		delete(left, id)
 	}
 	if len(left) > 0 {
 		t.Errorf("after kubectl delete -k, faultline eBPF programs remain: %v", left)
-	}
-}
-
-// faultlinePrograms lists loaded eBPF programs with faultline's names.
-func faultlinePrograms(t *testing.T) map[ebpf.ProgramID]string {
-	t.Helper()
-	out := map[ebpf.ProgramID]string{}
-	var id ebpf.ProgramID
-	for {
-		next, err := ebpf.ProgramGetNextID(id)
-		if errors.Is(err, os.ErrNotExist) {
-			return out
-		}
-		if err != nil {
-			t.Fatalf("iterate programs: %v", err)
-		}
-		id = next
-		p, err := ebpf.NewProgramFromID(id)
-		if err != nil {
-			continue
-		}
-		if info, err := p.Info(); err == nil && strings.HasPrefix(info.Name, "fl_") {
-			out[id] = info.Name
-		}
-		p.Close()
 	}
 }
 

@@ -36,7 +36,7 @@ type env struct {
 	gw      pb.GatewayClient
 	// startRSS is faultlined's RSS (KiB) once ready, before any fault.
 	startRSS int
-	http    *http.Client
+	http     *http.Client
 }
 
 // requireRoot fails loudly in CI and skips elsewhere without root.

@@ -20,8 +20,6 @@ import (
 	pb "github.com/faultline-dev/faultline/proto/faultline/v1"
 )
 
-var faultlinePrograms = []string{"fl_steer", "fl_drop", "fl_refuse"}
-
 func (nd *node) networkRequest(d time.Duration, f *pb.NetworkFault) *pb.InjectRequest {
 	return &pb.InjectRequest{
 		Target:   &pb.Target{Kind: &pb.Target_NetnsPath{NetnsPath: nd.pod.Path}},
@@ -33,7 +31,7 @@ func (nd *node) networkRequest(d time.Duration, f *pb.NetworkFault) *pb.InjectRe
 // newPrograms returns the faultline programs loaded since before.
 func newPrograms(t *testing.T, before map[ebpf.ProgramID]bool) []ebpf.ProgramID {
 	var ids []ebpf.ProgramID
-	for id := range netnstest.ProgramsNamed(t, faultlinePrograms...) {
+	for id := range netnstest.ProgramsNamed(t, netnstest.ProgramNames...) {
 		if !before[id] {
 			ids = append(ids, id)
 		}
@@ -53,7 +51,7 @@ func (nd *node) dialErr(port int, timeout time.Duration) error {
 
 func TestSIGKILLDuringDropLeavesNothingBehind(t *testing.T) {
 	nd := newNode(t)
-	before := netnstest.ProgramsNamed(t, faultlinePrograms...)
+	before := netnstest.ProgramsNamed(t, netnstest.ProgramNames...)
 	rate := 1.0
 	go nd.api.Inject(context.Background(), nd.networkRequest(time.Minute, &pb.NetworkFault{Port: 8080, Protocol: "tcp", DropRate: &rate}))
 	nd.waitFaults(t, 1)
@@ -81,7 +79,7 @@ func TestSIGKILLDuringDropLeavesNothingBehind(t *testing.T) {
 
 func TestNetworkFaultEndsCleanly(t *testing.T) {
 	nd := newNode(t)
-	before := netnstest.ProgramsNamed(t, faultlinePrograms...)
+	before := netnstest.ProgramsNamed(t, netnstest.ProgramNames...)
 	rate := 0.0
 	done := make(chan *pb.InjectResponse, 1)
 	go func() {
