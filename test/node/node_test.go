@@ -294,7 +294,7 @@ func TestValidation(t *testing.T) {
 		}, "/etc/hostname is not a network namespace"},
 		{"pid missing", func(r *pb.InjectRequest, _ *pb.HTTPFault) { r.Target = &pb.Target{Kind: &pb.Target_Pid{Pid: 1 << 30}} }, "pid 1073741824 does not exist"},
 		{"pid negative", func(r *pb.InjectRequest, _ *pb.HTTPFault) { r.Target = &pb.Target{Kind: &pb.Target_Pid{Pid: -1}} }, "pid must be positive"},
-		{"no target", func(r *pb.InjectRequest, _ *pb.HTTPFault) { r.Target = nil }, "target: give a netns path or a pid"},
+		{"no target", func(r *pb.InjectRequest, _ *pb.HTTPFault) { r.Target = nil }, "target: give a netns path, a pid or a pod"},
 		{"no fault", func(r *pb.InjectRequest, _ *pb.HTTPFault) { r.Fault = nil }, "no fault given"},
 		{"delayRate above 1", func(_ *pb.InjectRequest, f *pb.HTTPFault) { f.DelayRate = rate(2) }, "delayRate must be in the range [0, 1], got 2"},
 		{"negative averageDelay", func(_ *pb.InjectRequest, f *pb.HTTPFault) { f.AverageDelay = ms(-5) }, "averageDelay must not be negative"},
@@ -316,6 +316,12 @@ func TestValidation(t *testing.T) {
 				t.Errorf("got %v %q, want InvalidArgument containing %q", st.Code(), st.Message(), tc.want)
 			}
 		})
+	}
+	// A pod target needs Kubernetes mode.
+	podReq := nd.httpRequest(time.Minute, &pb.HTTPFault{Port: 8080})
+	podReq.Target = &pb.Target{Kind: &pb.Target_Pod{Pod: &pb.PodRef{Namespace: "shop", Name: "web-1"}}}
+	if _, err := nd.api.Inject(context.Background(), podReq); status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "Kubernetes mode") {
+		t.Errorf("pod target in local mode: got %v, want FailedPrecondition about Kubernetes mode", err)
 	}
 	if n := len(netnstest.AttachedPrograms(t, nd.pod.NS)); n != 0 {
 		t.Errorf("a refused fault left %d programs attached", n)
