@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -24,6 +25,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/faultline-dev/faultline/internal/k6model"
 	"github.com/faultline-dev/faultline/internal/netnstest"
 	pb "github.com/faultline-dev/faultline/proto/faultline/v1"
 )
@@ -73,6 +75,7 @@ func TestKubernetes(t *testing.T) {
 		{"NetworkFault", testNetworkFault},
 		{"Refusals", testRefusals},
 		{"CancelMidFault", testCancelMidFault},
+		{"K6Library", testK6Library},
 		{"TimeToActive", testTimeToActive},
 		{"PodDeletedMidFault", testPodDeletedMidFault},
 		{"DaemonKilledMidFault", testDaemonKilledMidFault},
@@ -596,4 +599,50 @@ func startSpread(logs string, n int, called time.Time) string {
 	}
 	times = times[len(times)-n:]
 	return fmt.Sprintf("the %d faults started %s to %s after the Inject call", n, times[0].Sub(called).Round(time.Millisecond), times[n-1].Sub(called).Round(time.Millisecond))
+}
+
+// testK6Library runs an xk6-disruptor script, with only its import line
+// changed, on the embedded k6 model against this cluster's gateway: a
+// PodDisruptor with a named port.
+func testK6Library(t *testing.T, e *env) {
+	lib, err := filepath.Abs("../../k6ext/disruptor.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := filepath.Join(t.TempDir(), "script.js")
+	src := fmt.Sprintf(`import { PodDisruptor } from %q;
+export default function () {
+  const d = new PodDisruptor({ namespace: 'shop', select: { labels: { app: 'catalog' } } });
+  const names = d.targets();
+  if (names.length !== 3) throw new Error('targets: ' + JSON.stringify(names));
+  d.injectHTTPFaults({ port: 'web', errorRate: 1, errorCode: 503, exclude: '/health' }, '3s');
+}
+`, lib)
+	if err := os.WriteFile(script, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	vu, err := k6model.New(map[string]string{"FAULTLINE_ADDR": e.gwAddr}).NewVU(context.Background(), script)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vu.Close()
+	done := make(chan error, 1)
+	go func() { done <- vu.Call("default") }()
+	for _, p := range e.pods(t, "app=catalog") {
+		faulted := false
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && !faulted; time.Sleep(10 * time.Millisecond) {
+			select {
+			case err := <-done:
+				t.Fatalf("the script ended before pod %s saw the fault: %v", p.Name, err)
+			default:
+			}
+			faulted = e.get(p.Status.PodIP) == 503
+		}
+		if !faulted {
+			t.Errorf("pod %s never answered 503 during the script's fault", p.Name)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("script: %v", err)
+	}
 }

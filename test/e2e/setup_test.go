@@ -34,6 +34,7 @@ type env struct {
 	*Cluster
 	overlay string
 	gw      pb.GatewayClient
+	gwAddr  string
 	// startRSS is faultlined's RSS (KiB) once ready, before any fault.
 	startRSS int
 	http     *http.Client
@@ -98,7 +99,7 @@ func setup(t *testing.T) *env {
 	e.startRSS = rssKiB(t, e.faultlinedPID(t))
 	e.waitReady(t, "shop", "app=catalog", 3)
 	e.waitReady(t, "shop", "app=solo", 1)
-	e.gw = e.startGateway(t, filepath.Join(bin, "faultline"))
+	e.gw, e.gwAddr = e.startGateway(t, filepath.Join(bin, "faultline"))
 	return e
 }
 
@@ -188,7 +189,7 @@ func isReady(p *corev1.Pod) bool {
 
 // startGateway runs `faultline gateway` with the admin kubeconfig, as a
 // user outside the cluster would.
-func (e *env) startGateway(t *testing.T, bin string) pb.GatewayClient {
+func (e *env) startGateway(t *testing.T, bin string) (pb.GatewayClient, string) {
 	ports, err := freePorts(1)
 	if err != nil {
 		t.Fatal(err)
@@ -230,7 +231,7 @@ func (e *env) startGateway(t *testing.T, bin string) pb.GatewayClient {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return pb.NewGatewayClient(conn)
+	return pb.NewGatewayClient(conn), addr
 }
 
 // pods returns the ready pods of a selector in shop.
