@@ -436,14 +436,24 @@ func (e *Engine) Revoke(id string, forbidLater bool) (Status, error) {
 		return Status{}, notFound
 	}
 	e.mu.Unlock()
-	<-f.setupDone
-	e.mu.Lock()
-	failed := f.setupFailed
-	e.mu.Unlock()
-	if failed {
+	st, ok := f.stopOnceSetUp(ReasonRevoked)
+	if !ok {
 		return Status{}, notFound
 	}
-	return f.Stop(ReasonRevoked), nil
+	return st, nil
+}
+
+// stopOnceSetUp waits for f's setup to finish and stops it; false means
+// the setup failed, so there was nothing to stop.
+func (f *Fault) stopOnceSetUp(reason Reason) (Status, bool) {
+	<-f.setupDone
+	f.e.mu.Lock()
+	failed := f.setupFailed
+	f.e.mu.Unlock()
+	if failed {
+		return Status{}, false
+	}
+	return f.Stop(reason), true
 }
 
 // EndWhere stops, for reason, every fault whose target matches, including
@@ -459,15 +469,7 @@ func (e *Engine) EndWhere(match func(Target) bool, reason Reason) int {
 	}
 	e.mu.Unlock()
 	for _, f := range fs {
-		go func() {
-			<-f.setupDone
-			e.mu.Lock()
-			failed := f.setupFailed
-			e.mu.Unlock()
-			if !failed {
-				f.Stop(reason)
-			}
-		}()
+		go f.stopOnceSetUp(reason)
 	}
 	return len(fs)
 }
@@ -513,7 +515,11 @@ type Fault struct {
 // impl is the kind-specific part of a running fault.
 type impl interface {
 	counters() Counters
-	// teardown releases everything; the engine calls it once.
+	// detach stops new traffic reaching the fault, after which its claim
+	// is free; it is safe to call more than once.
+	detach()
+	// teardown detaches if needed and releases everything; the engine
+	// calls it once.
 	teardown()
 }
 
@@ -539,7 +545,6 @@ func (f *Fault) setup() error {
 // steering program in front of it.
 type proxyFault struct {
 	log       *slog.Logger
-	detached  func() // called once steering is gone
 	listeners []*net.TCPListener
 	proxy     *httpfault.Proxy
 	steering  *steer.Steering
@@ -552,11 +557,7 @@ type proxyFault struct {
 // not served. On error it releases what it made.
 func (f *Fault) setupProxy(port uint16, configure func(*httpfault.Proxy), resetConns bool) (_ impl, err error) {
 	ctx := context.Background()
-	pf := &proxyFault{log: f.e.log.With("fault_id", f.spec.ID), detached: func() {
-		f.e.mu.Lock()
-		f.detached = true
-		f.e.mu.Unlock()
-	}}
+	pf := &proxyFault{log: f.e.log.With("fault_id", f.spec.ID)}
 	defer func() {
 		if err != nil {
 			pf.teardown()
@@ -609,17 +610,20 @@ func (pf *proxyFault) counters() Counters {
 	return c
 }
 
-// teardown undoes setupProxy: steering first, then the proxy, then the
-// listeners.
-func (pf *proxyFault) teardown() {
+// detach removes the steering: new connections go to the application.
+func (pf *proxyFault) detach() {
 	if pf.steering != nil {
 		if err := pf.steering.Close(); err != nil {
 			pf.log.Warn("detach steering", "err", err)
 		}
+		pf.steering = nil
 	}
-	if pf.detached != nil {
-		pf.detached() // a new fault on the port may start while this one drains
-	}
+}
+
+// teardown undoes setupProxy: steering first, then the proxy (a drain),
+// then the listeners.
+func (pf *proxyFault) teardown() {
+	pf.detach()
 	if pf.proxy != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
 		_ = pf.proxy.Shutdown(ctx)
@@ -632,7 +636,10 @@ func (pf *proxyFault) teardown() {
 
 // networkFault is a network fault: tcx drop and sk_lookup refuse programs.
 type networkFault struct {
-	nf   *netfault.Fault
+	nf     *netfault.Fault
+	closed sync.Once
+
+	mu   sync.Mutex // counters runs on List calls and on the fault's own goroutine
 	last netfault.Stats
 }
 
@@ -651,17 +658,26 @@ func (f *Fault) setupNetwork(n *NetworkFault) (impl, error) {
 	return &networkFault{nf: nf}, nil
 }
 
+// counters reads the programs' counters, or the last reading once they are
+// closed.
 func (nf *networkFault) counters() Counters {
+	nf.mu.Lock()
+	defer nf.mu.Unlock()
 	if st, err := nf.nf.Stats(); err == nil {
 		nf.last = st
 	}
 	return Counters{PacketsSeen: nf.last.PacketsSeen, PacketsDropped: nf.last.PacketsDropped, ConnectionsRefused: nf.last.ConnectionsRefused}
 }
 
-func (nf *networkFault) teardown() {
-	nf.counters() // keep the last reading
-	nf.nf.Close()
+// detach is the whole teardown of a network fault: nothing drains.
+func (nf *networkFault) detach() {
+	nf.closed.Do(func() {
+		nf.counters() // keep the last reading
+		nf.nf.Close()
+	})
 }
+
+func (nf *networkFault) teardown() { nf.detach() }
 
 func (f *Fault) run() {
 	t := time.NewTimer(time.Until(f.expires))
@@ -672,6 +688,10 @@ func (f *Fault) run() {
 		reason = ReasonExpired
 	case reason = <-f.stopReq:
 	}
+	f.impl.detach()
+	f.e.mu.Lock()
+	f.detached = true // a new fault on the port may start while this one drains
+	f.e.mu.Unlock()
 	f.impl.teardown()
 	f.final = f.impl.counters() // after the drain, so it counts too
 	f.reason = reason
