@@ -31,7 +31,7 @@ type Containerd struct {
 
 	mu        sync.Mutex
 	sandboxes map[string][]string // pod UID → sandbox container IDs
-	fresh     map[string]bool     // UIDs found by a list less than a second old
+	listed    time.Time           // when sandboxes was listed
 }
 
 func (c *Containerd) dial() (*grpc.ClientConn, error) {
@@ -101,8 +101,8 @@ func (c *Containerd) SandboxPID(ctx context.Context, uid string) (int, error) {
 func (c *Containerd) refresh(ctx context.Context, conn *grpc.ClientConn, uid string) ([]string, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if ids, ok := c.sandboxes[uid]; ok && c.fresh[uid] {
-		return ids, nil
+	if ids, ok := c.sandboxes[uid]; ok && time.Since(c.listed) < time.Second {
+		return ids, nil // a concurrent caller just listed
 	}
 	list, err := containersapi.NewContainersClient(conn).List(ctx, &containersapi.ListContainersRequest{
 		Filters: []string{`labels."io.cri-containerd.kind"==sandbox`},
@@ -110,18 +110,11 @@ func (c *Containerd) refresh(ctx context.Context, conn *grpc.ClientConn, uid str
 	if err != nil {
 		return nil, fmt.Errorf("list sandboxes in containerd: %w", err)
 	}
-	c.sandboxes, c.fresh = map[string][]string{}, map[string]bool{}
+	c.sandboxes, c.listed = map[string][]string{}, time.Now()
 	for _, ctr := range list.GetContainers() {
 		u := ctr.GetLabels()["io.kubernetes.pod.uid"]
 		c.sandboxes[u] = append(c.sandboxes[u], ctr.GetID())
-		c.fresh[u] = true
 	}
-	go func() { // the next caller's miss lists again
-		time.Sleep(time.Second)
-		c.mu.Lock()
-		clear(c.fresh)
-		c.mu.Unlock()
-	}()
 	return c.sandboxes[uid], nil
 }
 

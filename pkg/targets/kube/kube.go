@@ -76,16 +76,16 @@ func (s *Source) Resolve(ctx context.Context, set targets.Set) ([]targets.Target
 // podSelector is xk6-disruptor's selector: every select label, and
 // key!=value for every exclude label (pods without the key match).
 func podSelector(p *targets.Selector) (labels.Selector, error) {
-	sel := labels.SelectorFromSet(p.Select)
+	sel, err := labels.ValidatedSelectorFromSet(p.Select)
+	if err != nil {
+		return nil, fmt.Errorf("%w: select: %v", errdefs.ErrInvalidArgument, err)
+	}
 	for k, v := range p.Exclude {
 		r, err := labels.NewRequirement(k, selection.NotEquals, []string{v})
 		if err != nil {
 			return nil, fmt.Errorf("%w: exclude %s=%s: %v", errdefs.ErrInvalidArgument, k, v, err)
 		}
 		sel = sel.Add(*r)
-	}
-	if _, err := labels.Parse(sel.String()); err != nil {
-		return nil, fmt.Errorf("%w: selector: %v", errdefs.ErrInvalidArgument, err)
 	}
 	return sel, nil
 }
