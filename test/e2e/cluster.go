@@ -59,12 +59,11 @@ type Cluster struct {
 	CtrSocket  string
 	APIPort    int
 
-	procs      []*proc
-	netnsSeen  map[string]bool // /run/netns entries before the run
-	logf       func(string, ...any)
-	ctrClient  *containerd.Client
-	stopOnce   bool
-	cgroupRoot []string
+	procs     []*proc
+	netnsSeen map[string]bool // /run/netns entries before the run
+	logf      func(string, ...any)
+	ctrClient *containerd.Client
+	stopped   bool
 }
 
 type proc struct {
@@ -389,10 +388,10 @@ func (c *Cluster) dumpLogs(t testing.TB) {
 // containerd clean their part), the components, the containers left, the
 // node's links, mounts, netns entries and cgroups, and the directory.
 func (c *Cluster) Stop() {
-	if c.stopOnce {
+	if c.stopped {
 		return
 	}
-	c.stopOnce = true
+	c.stopped = true
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	if c.Client != nil && c.running("kubelet") {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -334,13 +335,11 @@ func testCancelMidFault(t *testing.T, e *env) {
 	})
 	e.waitStatus(t, ip, 500, 5*time.Second)
 	cancel()
-	start := time.Now()
 	took := e.waitStatus(t, ip, 200, 2*time.Second)
 	t.Logf("cancelled: pod answers directly %s after the cancel", took)
 	if r := <-done; status.Code(r.err) != codes.Canceled {
 		t.Errorf("cancelled call returned %v", r.err)
 	}
-	_ = start
 }
 
 // testTimeToActive measures the time from the Inject call to each pod's
@@ -560,7 +559,7 @@ func testTerminatePods(t *testing.T, e *env) {
 		t.Fatal(err)
 	}
 	if len(resp.GetTerminated()) != 1 || !before[resp.GetTerminated()[0]] {
-		t.Fatalf("terminated %v, want one of %v", resp.GetTerminated(), slicesOf(before))
+		t.Fatalf("terminated %v, want one of %v", resp.GetTerminated(), slices.Sorted(maps.Keys(before)))
 	}
 	_, err = e.Client.CoreV1().Pods("shop").Get(context.Background(), resp.GetTerminated()[0], metav1.GetOptions{})
 	if err == nil {
@@ -571,15 +570,6 @@ func testTerminatePods(t *testing.T, e *env) {
 		t.Errorf("count 0: got %v, want InvalidArgument", err)
 	}
 	e.waitReady(t, "shop", "app=catalog", 3)
-}
-
-func slicesOf(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for k := range maps.Keys(m) {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 // startSpread summarizes the times of the last n "fault started" log lines.
