@@ -5,7 +5,7 @@ CLANG     ?= clang
 MULTIARCH := $(shell gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)
 export BPF_INCLUDE := /usr/include/$(MULTIARCH)
 
-.PHONY: all build generate verify-generated test e2e e2e-deps bench lint test-clean clean demo demo-up demo-down demo-deps
+.PHONY: all build generate verify-generated test test-deps e2e bench bench-deps lint test-clean clean demo demo-up demo-down demo-deps
 
 all: build
 
@@ -25,9 +25,15 @@ demo-down:
 	$(GO) build -o bin/demo ./examples/demo
 	bin/demo down
 
+# Debian packages, installed when missing (test/deps.sh says which).
 demo-deps:
-	@command -v containerd >/dev/null && command -v runc >/dev/null || \
-		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd runc iproute2 ca-certificates >/dev/null; }
+	@test/deps.sh demo
+
+test-deps:
+	@test/deps.sh test
+
+bench-deps:
+	@test/deps.sh bench
 
 # Rebuilds the committed bpf2go objects (clang, libbpf-dev) and protobuf Go
 # (protoc; the Go plugins are tool dependencies in go.mod).
@@ -44,7 +50,7 @@ verify-generated:
 
 # Privileged tests run as root; outside CI they skip when not root. The
 # Kubernetes end-to-end test runs last.
-test: lint verify-generated
+test: test-deps lint verify-generated
 	$(GO) test -race -p 1 -count=1 -timeout 30m ./...
 	@$(MAKE) --no-print-directory test-clean
 	@$(MAKE) --no-print-directory e2e
@@ -53,14 +59,10 @@ test: lint verify-generated
 # machine, torn down at the end. The first run on a machine builds the
 # Kubernetes binaries into $$FAULTLINE_CACHE (default /var/cache/faultline;
 # about 20 minutes on 2 cores); after that it takes about 3 minutes.
-e2e: e2e-deps
+e2e: test-deps
 	cd test/e2e && $(GO) test -tags e2e -count=1 -v -timeout 45m .
 
-e2e-deps:
-	@command -v etcd >/dev/null && test -x /usr/lib/cni/bridge && command -v containerd >/dev/null || \
-		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends etcd-server containernetworking-plugins containerd runc >/dev/null; }
-
-bench:
+bench: bench-deps
 	FAULTLINE_BENCH=1 $(GO) test -count=1 -run TestBenchTable -v ./test/bench/ | grep -v '^\(=== \|--- \)'
 
 lint:
