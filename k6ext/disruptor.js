@@ -5,7 +5,12 @@
 //
 // It talks to a faultline gateway with k6's own gRPC client (k6/net/grpc):
 // FAULTLINE_ADDR (default 127.0.0.1:7440; `faultline run` sets it),
-// FAULTLINE_TLS=1 for TLS, FAULTLINE_TOKEN for a bearer token. Method
+// FAULTLINE_TLS=1 for TLS. Every call carries the gateway's bearer token,
+// found as the faultline CLI finds it: FAULTLINE_TOKEN (`faultline run`
+// sets it), else the file FAULTLINE_TOKEN_FILE names, else the gateway's
+// default token file, $XDG_CONFIG_HOME/faultline/gateway-token or
+// ~/.config/faultline/gateway-token (read with open(), in the init
+// context). Method
 // schemas come from the gateway's server reflection, so the file needs
 // nothing beside it and can be imported from a URL; set FAULTLINE_PROTO to
 // a directory holding faultline/v1/gateway.proto to load the schema from
@@ -26,7 +31,7 @@ import { Counter } from 'k6/metrics';
 
 const ADDR = __ENV.FAULTLINE_ADDR || '127.0.0.1:7440';
 const TLS = /^(1|true|yes)$/i.test(__ENV.FAULTLINE_TLS || '');
-const TOKEN = __ENV.FAULTLINE_TOKEN || '';
+const TOKEN = gatewayToken();
 const PROTO = __ENV.FAULTLINE_PROTO || '';
 const SERVICE = 'faultline.v1.Gateway';
 // An inject call lasts its duration; the gRPC deadline leaves this margin.
@@ -48,6 +53,25 @@ const metrics = {
 };
 
 let connected = false;
+
+// gatewayToken finds the gateway's bearer token (see the top of the file).
+function gatewayToken() {
+  if (__ENV.FAULTLINE_TOKEN) return __ENV.FAULTLINE_TOKEN;
+  if (__ENV.FAULTLINE_TOKEN_FILE) {
+    try {
+      return open(__ENV.FAULTLINE_TOKEN_FILE).trim();
+    } catch (e) {
+      throw new Error(`cannot read FAULTLINE_TOKEN_FILE: ${message(e)}`);
+    }
+  }
+  const config = __ENV.XDG_CONFIG_HOME || (__ENV.HOME ? `${__ENV.HOME}/.config` : '');
+  if (!config) return '';
+  try {
+    return open(`${config}/faultline/gateway-token`).trim();
+  } catch (e) {
+    return ''; // none: the gateway's Unauthenticated error says where it is
+  }
+}
 
 // call invokes a Gateway method and returns its response message, or
 // throws an Error carrying the gateway's message.

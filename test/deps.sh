@@ -15,7 +15,8 @@ test=("${demo[@]}"
 	clang:clang llvm:llvm-strip libbpf-dev:/usr/include/bpf/bpf_helpers.h linux-libc-dev:/usr/include/linux/bpf.h
 	protobuf-compiler:protoc libprotobuf-dev:/usr/include/google/protobuf/duration.proto
 	etcd-server:etcd containernetworking-plugins:/usr/lib/cni/bridge
-	gcc:gcc libc6-dev:/usr/include/stdio.h util-linux:setpriv)
+	gcc:gcc libc6-dev:/usr/include/stdio.h util-linux:setpriv
+	python3-grpcio:/usr/lib/python3/dist-packages/grpc/__init__.py)
 bench=(iproute2:ip wrk:wrk)
 
 missing=()

@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/faultline-dev/faultline/pkg/auth"
 	"github.com/faultline-dev/faultline/pkg/engine"
 	"github.com/faultline-dev/faultline/pkg/nodeapi"
 )
@@ -35,7 +36,10 @@ const defaultSocket = "/run/faultline/faultlined.sock"
 
 type config struct {
 	socket, listen string
-	kube           kubeConfig
+	// listenAuth is "token" (the default) or "none": whether callers of
+	// the TCP listener must send tokenFile's bearer token.
+	listenAuth, tokenFile string
+	kube                  kubeConfig
 }
 
 func main() {
@@ -44,7 +48,9 @@ func main() {
 	}
 	var cfg config
 	flag.StringVar(&cfg.socket, "socket", defaultSocket, "unix socket to serve the API on (mode 0600)")
-	flag.StringVar(&cfg.listen, "listen", "", "also serve the API on this TCP address, e.g. 127.0.0.1:7439 (no authentication: keep it on loopback)")
+	flag.StringVar(&cfg.listen, "listen", "", "also serve the API on this TCP address, e.g. 127.0.0.1:7439; callers need the bearer token (see --listen-auth)")
+	flag.StringVar(&cfg.listenAuth, "listen-auth", "token", `token: callers of --listen send "authorization: Bearer TOKEN" with the token of --token-file; none: no check, only where nothing but a port-forward reaches the listener (the DaemonSet's pod-loopback listener)`)
+	flag.StringVar(&cfg.tokenFile, "token-file", "", "bearer token file of --listen (default: faultlined.token beside --socket, created mode 0600 when missing)")
 	level := flag.String("log-level", "info", "debug, info, warn or error")
 	cfg.kube.flags(flag.CommandLine)
 	flag.Parse()
@@ -52,6 +58,10 @@ func main() {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
 		fmt.Fprintf(os.Stderr, "faultlined: --log-level: %v\n", err)
+		os.Exit(2)
+	}
+	if cfg.listenAuth != "token" && cfg.listenAuth != "none" {
+		fmt.Fprintf(os.Stderr, "faultlined: --listen-auth must be token or none, got %q\n", cfg.listenAuth)
 		os.Exit(2)
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
@@ -82,15 +92,29 @@ func run(ctx context.Context, logger *slog.Logger, cfg config) error {
 	}
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
+	servers := []*grpc.Server{srv}
 	if cfg.listen != "" {
+		// The unix socket is guarded by its mode; TCP by a token, unless
+		// told that only a port-forward reaches it.
+		tsrv := srv
+		if cfg.listenAuth == "token" {
+			check, file, err := listenToken(cfg)
+			if err != nil {
+				srv.Stop()
+				return err
+			}
+			tsrv = nodeapi.NewGRPCServer(api, check.ServerOptions()...)
+			servers = append(servers, tsrv)
+			logger.Info("tcp listener needs the bearer token", "token_file", file)
+		}
 		tln, err := net.Listen("tcp", cfg.listen)
 		if err != nil {
 			srv.Stop()
 			return fmt.Errorf("listen on %s: %w", cfg.listen, err)
 		}
-		go func() { errc <- srv.Serve(tln) }()
+		go func() { errc <- tsrv.Serve(tln) }()
 	}
-	logger.Info("faultlined ready", "socket", cfg.socket, "listen", cfg.listen, "kubernetes", cfg.kube.enabled)
+	logger.Info("faultlined ready", "socket", cfg.socket, "listen", cfg.listen, "listen_auth", cfg.listenAuth, "kubernetes", cfg.kube.enabled)
 
 	select {
 	case <-ctx.Done():
@@ -98,10 +122,32 @@ func run(ctx context.Context, logger *slog.Logger, cfg config) error {
 	}
 	logger.Info("faultlined stopping")
 	eng.Close() // ends every fault, which also ends the blocked Inject calls
-	t := time.AfterFunc(5*time.Second, srv.Stop)
-	srv.GracefulStop()
-	t.Stop()
+	for _, s := range servers {
+		t := time.AfterFunc(5*time.Second, s.Stop)
+		s.GracefulStop()
+		t.Stop()
+	}
 	return err
+}
+
+// listenToken returns the checker of the TCP listener: --token-file's
+// token, or that of faultlined.token beside the socket, created when
+// missing.
+func listenToken(cfg config) (*auth.Checker, string, error) {
+	file := cfg.tokenFile
+	var token string
+	var err error
+	if file != "" {
+		token, err = auth.ReadFile(file, true)
+	} else {
+		file = filepath.Join(filepath.Dir(cfg.socket), "faultlined.token")
+		token, _, err = auth.LoadOrCreate(file)
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	hint := fmt.Sprintf("the token is in %s on faultlined's machine, readable only by its user", file)
+	return auth.NewChecker(token, hint), file, nil
 }
 
 // listenUnix listens on path with mode 0600, replacing a stale socket left

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/faultline-dev/faultline/pkg/auth"
 	"github.com/faultline-dev/faultline/pkg/gateway"
 	"github.com/faultline-dev/faultline/pkg/targets"
 	"github.com/faultline-dev/faultline/pkg/targets/containerd"
@@ -57,9 +59,9 @@ func (p *localParams) server(g *globals, logger *slog.Logger) (*gateway.Server, 
 	return s, func() { ctr.Close(); tr.Close() }, nil
 }
 
-// serve starts the local gateway on addr and returns the listener and a
-// stop function.
-func (p *localParams) serve(g *globals, addr string, logger *slog.Logger) (net.Listener, func(), error) {
+// serve starts the gateway on addr, checking check's token, and returns
+// the listener and a stop function.
+func (p *localParams) serve(g *globals, addr string, check *auth.Checker, logger *slog.Logger) (net.Listener, func(), error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, nil, fmt.Errorf("gateway: listen on %s: %w", addr, err)
@@ -69,7 +71,7 @@ func (p *localParams) serve(g *globals, addr string, logger *slog.Logger) (net.L
 		ln.Close()
 		return nil, nil, err
 	}
-	gs := gateway.NewGRPCServer(s)
+	gs := gateway.NewGRPCServer(s, check)
 	go gs.Serve(ln)
 	stop := func() {
 		t := time.AfterFunc(5*time.Second, gs.Stop)
@@ -80,9 +82,16 @@ func (p *localParams) serve(g *globals, addr string, logger *slog.Logger) (net.L
 	return ln, stop, nil
 }
 
+// tokenHint completes the Unauthenticated message of a gateway whose
+// token is in file.
+func tokenHint(file string) string {
+	return fmt.Sprintf("the token is in %s, readable only by the user who started the gateway; clients read it there, or from $%s or the file $%s names (faultline run sets %s for its command)",
+		file, auth.EnvToken, auth.EnvTokenFile, auth.EnvToken)
+}
+
 func newCmdGateway(g *globals) *cobra.Command {
 	var p localParams
-	var listen string
+	var listen, tokenFile string
 	cmd := &cobra.Command{
 		Use:   "gateway",
 		Short: "Serve the selector-level Gateway API that k6 scripts and the CLI call",
@@ -94,25 +103,50 @@ pods/portforward on faultline's pods, and list on the target pods. In local
 mode the targets are this machine's containerd containers and named network
 namespaces, and faults go through the local faultlined.
 
+Every call but the standard health check needs the gateway's bearer token
+("authorization: Bearer TOKEN"). It is read from --token-file, or from
+~/.config/faultline/gateway-token (created, mode 0600, when missing); the
+CLI and the k6 library find it there too, or in $FAULTLINE_TOKEN or the file
+$FAULTLINE_TOKEN_FILE names. The log gives the file's path, never the token.
+
 Examples:
   faultline gateway --kubeconfig ~/.kube/config
   faultline gateway --local --listen 127.0.0.1:7440`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
-			ln, stop, err := p.serve(g, listen, logger)
+			token, file, created, err := gatewayToken(tokenFile)
 			if err != nil {
 				return err
 			}
-			logger.Info("gateway ready", "listen", ln.Addr().String())
+			ln, stop, err := p.serve(g, listen, auth.NewChecker(token, tokenHint(file)), logger)
+			if err != nil {
+				return err
+			}
+			logger.Info("gateway ready", "listen", ln.Addr().String(), "token_file", file, "token_created", created)
 			<-cmd.Context().Done()
 			stop()
 			return nil
 		},
 	}
 	p.bind(cmd.Flags())
-	cmd.Flags().StringVar(&listen, "listen", DefaultGatewayAddr, "address to serve on (keep it on loopback: there is no authentication)")
+	cmd.Flags().StringVar(&listen, "listen", DefaultGatewayAddr, "address to serve on (keep it on loopback: the token travels in cleartext)")
+	cmd.Flags().StringVar(&tokenFile, "token-file", "", "file holding the bearer token callers must send (default ~/.config/faultline/gateway-token, created when missing)")
 	return cmd
+}
+
+// gatewayToken reads the token from file (which must exist), or from the
+// user's default token file, creating that one when it is missing.
+func gatewayToken(file string) (token, path string, created bool, err error) {
+	if file != "" {
+		token, err = auth.ReadFile(file, true)
+		return token, file, false, err
+	}
+	if path, err = auth.DefaultFile(); err != nil {
+		return "", "", false, err
+	}
+	token, created, err = auth.LoadOrCreate(path)
+	return token, path, created, err
 }
 
 // DefaultGatewayAddr is where the gateway listens, and where clients look
@@ -125,11 +159,19 @@ func newCmdRun(g *globals) *cobra.Command {
 		Use:   "run [--local] -- COMMAND [ARG...]",
 		Short: "Run a command with a gateway for it, e.g. k6",
 		Long: `Start a gateway on a free loopback port, run COMMAND with FAULTLINE_ADDR set
-to it, forward SIGINT, SIGTERM and SIGHUP to COMMAND, and exit with its
-status once it ends, stopping the gateway.
+to it and FAULTLINE_TOKEN to a token made for this run (the gateway takes
+no other), forward SIGINT, SIGTERM and SIGHUP to COMMAND, and exit with its
+status once it ends, stopping the gateway. If run itself is killed, COMMAND
+gets SIGKILL.
 
-Example:
-  faultline run --local -- k6 run examples/k6/timeout-incident.js`,
+Without --local, the gateway is in Kubernetes mode: targets are pods of the
+cluster of the kubeconfig (--kubeconfig, $KUBECONFIG, ~/.kube/config).
+With --local, they are this machine's containerd containers and named
+network namespaces, faulted through the local faultlined (--socket).
+
+Examples:
+  faultline run --local -- k6 run examples/k6/timeout-incident.js
+  faultline run --kubeconfig ~/.kube/config -- k6 run script.js`,
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return usagef("run needs a command after --, e.g. faultline run --local -- k6 run script.js")
@@ -138,12 +180,17 @@ Example:
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-			ln, stop, err := p.serve(g, "127.0.0.1:0", logger)
+			token, err := auth.NewToken()
+			if err != nil {
+				return err
+			}
+			hint := fmt.Sprintf("this gateway belongs to a faultline run, whose command got the token in $%s", auth.EnvToken)
+			ln, stop, err := p.serve(g, "127.0.0.1:0", auth.NewChecker(token, hint), logger)
 			if err != nil {
 				return err
 			}
 			defer stop()
-			return runChild(args, ln.Addr().String())
+			return runChild(args, ln.Addr().String(), token)
 		},
 	}
 	p.bind(cmd.Flags())
@@ -155,10 +202,16 @@ type exitError struct{ code int }
 
 func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
 
-func runChild(args []string, addr string) error {
+func runChild(args []string, addr, token string) error {
 	child := exec.Command(args[0], args[1:]...)
 	child.Stdin, child.Stdout, child.Stderr = os.Stdin, os.Stdout, os.Stderr
-	child.Env = append(os.Environ(), "FAULTLINE_ADDR="+addr)
+	child.Env = append(os.Environ(), "FAULTLINE_ADDR="+addr, auth.EnvToken+"="+token)
+	// If run dies, so does its command: the command's faults end with it.
+	// The signal follows the thread that forked, so that thread stays
+	// ours until the command has ended.
+	child.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
@@ -193,7 +246,15 @@ func (g *globals) gatewayClient(p *localParams) (pb.GatewayClient, func(), error
 		return nil, nil, err
 	}
 	if addr := os.Getenv("FAULTLINE_ADDR"); addr != "" && !p.local {
-		conn, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		token, err := auth.ClientToken()
+		if err != nil {
+			return nil, nil, fmt.Errorf("the gateway's token: %w", err)
+		}
+		opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+		if token != "" {
+			opts = append(opts, grpc.WithPerRPCCredentials(auth.Bearer(token)))
+		}
+		conn, err := grpc.NewClient("passthrough:///"+addr, opts...)
 		if err != nil {
 			return nil, nil, fmt.Errorf("connect to the gateway at %s: %w", addr, err)
 		}

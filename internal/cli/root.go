@@ -39,11 +39,20 @@ type globals struct {
 	socket string
 	output string
 	stdout io.Writer
+	stderr io.Writer
+}
+
+// notes prints a gateway's notes (sources absent from this machine) on
+// stderr, so that tables and JSON on stdout stay as they are.
+func (g *globals) notes(notes []string) {
+	for _, n := range notes {
+		fmt.Fprintln(g.stderr, "note: "+n)
+	}
 }
 
 // Main runs the command line and returns the exit status.
 func Main(args []string, stdout, stderr io.Writer) int {
-	g := &globals{stdout: stdout}
+	g := &globals{stdout: stdout, stderr: stderr}
 	root := &cobra.Command{
 		Use:           "faultline",
 		Short:         "Inject HTTP faults into network namespaces through faultlined",

@@ -88,6 +88,7 @@ func (g *globals) injectVia(ctx context.Context, lp *localParams, sel *selectorP
 		}
 		return err
 	}
+	g.notes(resp.GetNotes())
 	if g.output == "json" {
 		return g.printJSON(resp)
 	}

@@ -38,6 +38,7 @@ Examples:
 			if err != nil {
 				return err
 			}
+			g.notes(resp.GetNotes())
 			if g.output == "json" {
 				return g.printJSON(resp)
 			}

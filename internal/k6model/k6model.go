@@ -12,6 +12,8 @@
 //     close, and the status constants
 //   - k6/http: get and request, with the http_reqs, http_req_failed and
 //     http_req_duration metrics
+//   - open(path) in the init context only (text mode; a relative path is
+//     relative to the main script), throwing when the file cannot be read
 //   - __ENV, the per-VU init context, options.scenarios (constant-vus,
 //     shared-iterations, per-vu-iterations; startTime, exec) and
 //     options.thresholds (rate, count, avg, p(N) against a number).
@@ -99,6 +101,19 @@ func (m *Model) NewVU(ctx context.Context, script string) (*VU, error) {
 	if err != nil {
 		return nil, err
 	}
+	vu.rt.Set("open", func(path string) string {
+		if !vu.inInit {
+			vu.throw(`The "open()" function is only available in the init stage (i.e. the global scope), see https://grafana.com/docs/k6/latest/using-k6/test-lifecycle/ for more information`)
+		}
+		if !filepath.IsAbs(path) {
+			path = filepath.Join(filepath.Dir(abs), path)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			vu.throw("%v", err)
+		}
+		return string(b)
+	})
 	r := &resolver{cache: map[string]sobek.ModuleRecord{}}
 	mod, err := r.resolve(nil, abs)
 	if err != nil {

@@ -162,3 +162,33 @@ func percentile(sorted []float64, p float64) float64 {
 	i := int(math.Ceil(p/100*float64(len(sorted)))) - 1
 	return sorted[max(0, min(i, len(sorted)-1))]
 }
+
+// MetricSummary is one metric over all its samples, as the stand-in k6
+// command exports it.
+type MetricSummary struct {
+	Type  string  `json:"type"`  // counter, rate or trend
+	Count int     `json:"count"` // samples
+	Sum   float64 `json:"sum"`   // a counter's total; a rate's true samples
+	Rate  float64 `json:"rate"`  // a rate's share of true samples
+	Avg   float64 `json:"avg"`   // a trend's mean
+}
+
+// Summary summarises every metric that has samples or was declared.
+func (m *Metrics) Summary() map[string]MetricSummary {
+	m.mu.Lock()
+	names := map[string]metricKind{}
+	for n, k := range m.kinds {
+		names[n] = k
+	}
+	m.mu.Unlock()
+	out := map[string]MetricSummary{}
+	for name, k := range names {
+		s := MetricSummary{Type: [...]string{"counter", "rate", "trend"}[k], Count: m.Count(name, nil), Sum: m.Sum(name, nil)}
+		if s.Count > 0 {
+			s.Rate = m.Rate(name, nil)
+			s.Avg = s.Sum / float64(s.Count)
+		}
+		out[name] = s
+	}
+	return out
+}

@@ -25,6 +25,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/faultline-dev/faultline/pkg/auth"
 	"github.com/faultline-dev/faultline/pkg/nodeapi"
 	"github.com/faultline-dev/faultline/pkg/targets"
 	pb "github.com/faultline-dev/faultline/proto/faultline/v1"
@@ -77,30 +78,34 @@ func SetFromProto(ts *pb.TargetSet) (targets.Set, error) {
 	return targets.Set{}, invalid("targets: give a pod selector or a service")
 }
 
-// resolve resolves a set and fails with NotFound naming it when it is empty.
-func (s *Server) resolve(ctx context.Context, ts *pb.TargetSet) ([]targets.Target, []targets.Skipped, error) {
+// resolve resolves a set and fails with NotFound naming it, and the
+// sources asked, when it is empty.
+func (s *Server) resolve(ctx context.Context, ts *pb.TargetSet) (targets.Resolution, error) {
 	set, err := SetFromProto(ts)
 	if err != nil {
-		return nil, nil, err
+		return targets.Resolution{}, err
 	}
-	found, skipped, err := s.Source.Resolve(ctx, set)
+	res, err := s.Source.Resolve(ctx, set)
 	if err != nil {
 		if status.Code(errgrpc.ToGRPC(err)) == codes.Unknown {
 			err = fmt.Errorf("%w: %v", errdefs.ErrUnavailable, err) // a source that cannot answer
 		}
-		return nil, nil, fmt.Errorf("resolve %s: %w", set, err)
+		return res, fmt.Errorf("resolve %s: %w", set, err)
 	}
-	if len(found) == 0 {
+	if len(res.Targets) == 0 {
 		why := "no pods found matching selector"
 		if set.Service != nil {
 			why = "service does not have any backing pods"
 		}
-		if len(skipped) > 0 {
-			why += fmt.Sprintf(" (%d matching but skipped: %s)", len(skipped), skippedString(skipped))
+		if len(res.Skipped) > 0 {
+			why += fmt.Sprintf(" (%d matching but skipped: %s)", len(res.Skipped), skippedString(res.Skipped))
 		}
-		return nil, nil, fmt.Errorf("%w: finding pods matching %s: %s", errdefs.ErrNotFound, set, why)
+		if len(res.Sources) > 0 {
+			why += "; looked in " + strings.Join(res.Sources, ", ")
+		}
+		return res, fmt.Errorf("%w: finding pods matching %s: %s", errdefs.ErrNotFound, set, why)
 	}
-	return found, skipped, nil
+	return res, nil
 }
 
 func skippedString(sk []targets.Skipped) string {
@@ -113,12 +118,12 @@ func skippedString(sk []targets.Skipped) string {
 
 // Targets lists the targets of a set.
 func (s *Server) Targets(ctx context.Context, req *pb.TargetsRequest) (*pb.TargetsResponse, error) {
-	found, skipped, err := s.resolve(ctx, req.GetTargets())
+	res, err := s.resolve(ctx, req.GetTargets())
 	if err != nil {
 		return nil, err
 	}
-	resp := &pb.TargetsResponse{Skipped: skippedToProto(skipped)}
-	for _, t := range found {
+	resp := &pb.TargetsResponse{Skipped: skippedToProto(res.Skipped), Notes: res.Notes}
+	for _, t := range res.Targets {
 		resp.Targets = append(resp.Targets, targetToProto(t))
 	}
 	return resp, nil
@@ -187,10 +192,11 @@ func (s *Server) InjectNetwork(ctx context.Context, req *pb.InjectNetworkRequest
 // first target that fails cancels the others, whose faults are revoked at
 // once by the cancellation.
 func (s *Server) inject(ctx context.Context, ts *pb.TargetSet, d *durationpb.Duration, requests bool, build func(targets.Target) (*pb.InjectRequest, error)) (*pb.GatewayInjectResponse, error) {
-	found, skipped, err := s.resolve(ctx, ts)
+	res, err := s.resolve(ctx, ts)
 	if err != nil {
 		return nil, err
 	}
+	found := res.Targets
 	reqs := make([]*pb.InjectRequest, len(found))
 	infos := make([]*pb.TargetInfo, len(found))
 	batch := newID()
@@ -259,7 +265,7 @@ func (s *Server) inject(ctx context.Context, ts *pb.TargetSet, d *durationpb.Dur
 		}
 		return nil, ctx.Err()
 	}
-	resp := &pb.GatewayInjectResponse{Total: &pb.Counters{}, Skipped: skippedToProto(skipped)}
+	resp := &pb.GatewayInjectResponse{Total: &pb.Counters{}, Skipped: skippedToProto(res.Skipped), Notes: res.Notes}
 	for i := range found {
 		resp.Targets = append(resp.Targets, &pb.TargetResult{Target: infos[i], Fault: results[i]})
 		addCounters(resp.Total, results[i].GetCounters())
@@ -391,10 +397,11 @@ func (s *Server) TerminatePods(ctx context.Context, req *pb.TerminatePodsRequest
 	if req.GetCount() == "" {
 		return nil, invalid("count is not a valid percentage: ")
 	}
-	found, _, err := s.resolve(ctx, req.GetTargets())
+	res, err := s.resolve(ctx, req.GetTargets())
 	if err != nil {
 		return nil, err
 	}
+	found := res.Targets
 	n, err := SampleSize(req.GetCount(), len(found))
 	if err != nil {
 		return nil, err
@@ -462,10 +469,14 @@ func newID() string {
 }
 
 // NewGRPCServer returns a gRPC server with the Gateway service, server
-// reflection (so clients need no .proto file), health, and error mapping.
-func NewGRPCServer(s *Server, opts ...grpc.ServerOption) *grpc.Server {
+// reflection (so clients need no .proto file), health, error mapping, and
+// check's token on every call but health's. check is required.
+func NewGRPCServer(s *Server, check *auth.Checker, opts ...grpc.ServerOption) *grpc.Server {
+	if check == nil {
+		panic("gateway: NewGRPCServer needs an auth.Checker")
+	}
 	logger := s.log()
-	opts = append(opts, grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	opts = append(append(opts, check.ServerOptions()...), grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 		resp, err := h(ctx, req)
 		if err != nil {
 			logger.Debug("request failed", "method", info.FullMethod, "err", err)

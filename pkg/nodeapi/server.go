@@ -110,21 +110,24 @@ func (s *Server) Revoke(_ context.Context, req *pb.RevokeRequest) (*pb.RevokeRes
 }
 
 // NewGRPCServer returns a gRPC server with the Node service, the standard
-// health service and the error-mapping interceptor.
-func NewGRPCServer(s *Server) *grpc.Server {
+// health service and the error-mapping interceptor, after opts' own
+// (e.g. an auth.Checker's). Every server made for s shares its health.
+func NewGRPCServer(s *Server, opts ...grpc.ServerOption) *grpc.Server {
 	logger := s.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	g := grpc.NewServer(grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	g := grpc.NewServer(append(opts, grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 		resp, err := h(ctx, req)
 		if err != nil {
 			logger.Debug("request failed", "method", info.FullMethod, "err", err)
 		}
 		return resp, errgrpc.ToGRPC(err)
-	}))
+	}))...)
 	pb.RegisterNodeServer(g, s)
-	s.health = health.NewServer()
+	if s.health == nil {
+		s.health = health.NewServer()
+	}
 	healthpb.RegisterHealthServer(g, s.health)
 	return g
 }

@@ -6,10 +6,12 @@ package targets
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -200,36 +202,65 @@ func (s *Selector) Matches(labels map[string]string) bool {
 	return true
 }
 
+// Resolution is what resolving a set found.
+type Resolution struct {
+	// Targets are the usable targets, sorted by namespace and name.
+	Targets []Target
+	// Skipped matched but cannot take a fault.
+	Skipped []Skipped
+	// Sources describe the sources asked, for messages; Notes say which
+	// of them had nothing to look at on this machine (ErrAbsent).
+	Sources []string
+	Notes   []string
+}
+
+// ErrAbsent is wrapped by a source whose endpoint does not exist on this
+// machine (no containerd socket, no /run/netns): it contributes nothing,
+// and that is not an error while another source answers.
+var ErrAbsent = errors.New("not on this machine")
+
 // Source resolves target sets and terminates targets.
 type Source interface {
 	// Resolve returns the usable targets of the set, sorted by name, and
 	// the matching ones it skipped. No match is not an error here.
-	Resolve(ctx context.Context, set Set) ([]Target, []Skipped, error)
+	Resolve(ctx context.Context, set Set) (Resolution, error)
 	// Terminate stops a target gracefully, waiting up to timeout.
 	Terminate(ctx context.Context, t Target, timeout time.Duration) error
 }
 
-// Multi combines sources: targets of all of them, terminated by the one
-// that produced each.
+// Multi combines the local sources, by name: the targets of all of them,
+// terminated by the one that produced each. A source that is absent from
+// this machine contributes nothing; one that is there but fails, fails
+// the call, named.
 type Multi map[string]Source
 
 // Resolve resolves the set in every source.
-func (m Multi) Resolve(ctx context.Context, set Set) ([]Target, []Skipped, error) {
-	var all []Target
-	var skipped []Skipped
+func (m Multi) Resolve(ctx context.Context, set Set) (Resolution, error) {
+	var all Resolution
 	for _, name := range slices.Sorted(maps.Keys(m)) {
-		ts, sk, err := m[name].Resolve(ctx, set)
-		if err != nil {
-			return nil, nil, fmt.Errorf("%s targets: %w", name, err)
+		src := m[name]
+		desc := name
+		if d, ok := src.(fmt.Stringer); ok {
+			desc = d.String()
 		}
-		for i := range ts {
-			ts[i].Source = name
+		r, err := src.Resolve(ctx, set)
+		switch {
+		case errors.Is(err, ErrAbsent):
+			all.Sources = append(all.Sources, desc+" ("+err.Error()+")")
+			all.Notes = append(all.Notes, desc+": "+err.Error())
+			continue
+		case err != nil:
+			return Resolution{}, fmt.Errorf("%s: %w", desc, err)
 		}
-		all = append(all, ts...)
-		skipped = append(skipped, sk...)
+		all.Sources = append(all.Sources, desc)
+		for i := range r.Targets {
+			r.Targets[i].Source = name
+		}
+		all.Targets = append(all.Targets, r.Targets...)
+		all.Skipped = append(all.Skipped, r.Skipped...)
 	}
-	SortTargets(all)
-	return all, skipped, nil
+	SortTargets(all.Targets)
+	return all, nil
 }
 
 // Terminate asks the source that produced t.
@@ -244,4 +275,59 @@ func (m Multi) Terminate(ctx context.Context, t Target, timeout time.Duration) e
 // SortTargets orders targets by namespace and name.
 func SortTargets(ts []Target) {
 	sort.Slice(ts, func(i, j int) bool { return ts[i].Ref() < ts[j].Ref() })
+}
+
+// The labels every local source reads the same way, whatever else it
+// falls back to (README "Targets: selectors and sources").
+const (
+	LabelNamespace = "faultline.namespace" // the target's namespace
+	LabelName      = "faultline.name"      // its name
+	LabelService   = "faultline.service"   // the service it is behind
+	LabelPort      = "faultline.port"      // the port a fault uses when it names none
+)
+
+// Identity is what a local target is called, and its own default port.
+type Identity struct {
+	Namespace, Name, Service string
+	Port                     int // 0: none
+}
+
+// LabelIdentity reads an identity from labels: each faultline.* label
+// wins over the source's own fallback. A faultline.port that is not a port
+// is an error, for the caller to skip the target with.
+func LabelIdentity(labels map[string]string, fallback Identity) (Identity, error) {
+	id := fallback
+	if v := labels[LabelNamespace]; v != "" {
+		id.Namespace = v
+	}
+	if id.Namespace == "" {
+		id.Namespace = DefaultNamespace
+	}
+	if v := labels[LabelName]; v != "" {
+		id.Name = v
+	}
+	if v := labels[LabelService]; v != "" {
+		id.Service = v
+	}
+	if v, ok := labels[LabelPort]; ok {
+		p, err := strconv.Atoi(v)
+		if err != nil || p < 1 || p > 65535 {
+			return id, fmt.Errorf("label %s=%q is not a port in 1-65535", LabelPort, v)
+		}
+		id.Port = p
+	}
+	return id, nil
+}
+
+// Matches reports whether a local target with this identity and labels
+// belongs to the set: same namespace, and the selector's labels or the
+// service's name.
+func (s Set) Matches(id Identity, labels map[string]string) bool {
+	if id.Namespace != s.Namespace() {
+		return false
+	}
+	if s.Service != nil {
+		return id.Service == s.Service.Name
+	}
+	return s.Pods == nil || s.Pods.Matches(labels)
 }

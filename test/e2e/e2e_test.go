@@ -324,6 +324,16 @@ func testRefusals(t *testing.T, e *env) {
 	if err != nil || len(resp.GetTargets()) != 3 {
 		t.Errorf("targets of service catalog: %v, %v; want 3", resp, err)
 	}
+	// Without the gateway's token, nothing: it acts with the kubeconfig's rights.
+	conn, err := grpc.NewClient("passthrough:///"+e.gwAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, err = pb.NewGatewayClient(conn).TerminatePods(ctx, &pb.TerminatePodsRequest{Targets: service("shop", "catalog"), Count: "1"})
+	if status.Code(err) != codes.Unauthenticated {
+		t.Errorf("terminatePods without the token: got %v, want Unauthenticated", err)
+	}
 }
 
 func testCancelMidFault(t *testing.T, e *env) {
@@ -611,7 +621,7 @@ export default function () {
 	if err := os.WriteFile(script, []byte(src), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	vu, err := k6model.New(map[string]string{"FAULTLINE_ADDR": e.gwAddr}).NewVU(context.Background(), script)
+	vu, err := k6model.New(map[string]string{"FAULTLINE_ADDR": e.gwAddr, "FAULTLINE_TOKEN": e.gwToken}).NewVU(context.Background(), script)
 	if err != nil {
 		t.Fatal(err)
 	}

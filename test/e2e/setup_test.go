@@ -24,6 +24,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/faultline-dev/faultline/internal/ctrkit"
+	"github.com/faultline-dev/faultline/pkg/auth"
 	pb "github.com/faultline-dev/faultline/proto/faultline/v1"
 )
 
@@ -35,6 +36,7 @@ type env struct {
 	overlay string
 	gw      pb.GatewayClient
 	gwAddr  string
+	gwToken string
 	// startRSS is faultlined's RSS (KiB) once ready, before any fault.
 	startRSS int
 	http     *http.Client
@@ -99,7 +101,7 @@ func setup(t *testing.T) *env {
 	e.startRSS = rssKiB(t, e.faultlinedPID(t))
 	e.waitReady(t, "shop", "app=catalog", 3)
 	e.waitReady(t, "shop", "app=solo", 1)
-	e.gw, e.gwAddr = e.startGateway(t, filepath.Join(bin, "faultline"))
+	e.gw, e.gwAddr, e.gwToken = e.startGateway(t, filepath.Join(bin, "faultline"))
 	return e
 }
 
@@ -188,8 +190,10 @@ func isReady(p *corev1.Pod) bool {
 }
 
 // startGateway runs `faultline gateway` with the admin kubeconfig, as a
-// user outside the cluster would.
-func (e *env) startGateway(t *testing.T, bin string) (pb.GatewayClient, string) {
+// user outside the cluster would, with a config directory of the run's
+// own, where it creates its token file. It returns a client that sends
+// the token, the address and the token.
+func (e *env) startGateway(t *testing.T, bin string) (pb.GatewayClient, string, string) {
 	ports, err := freePorts(1)
 	if err != nil {
 		t.Fatal(err)
@@ -200,6 +204,7 @@ func (e *env) startGateway(t *testing.T, bin string) (pb.GatewayClient, string) 
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "gateway", "--kubeconfig", e.Kubeconfig, "--listen", addr)
+	cmd.Env = append(os.Environ(), "XDG_CONFIG_HOME="+e.path("config"))
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -226,12 +231,16 @@ func (e *env) startGateway(t *testing.T, bin string) (pb.GatewayClient, string) 
 	}); err != nil {
 		t.Fatal(err)
 	}
-	conn, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	token, err := auth.ReadFile(filepath.Join(e.path("config"), "faultline", "gateway-token"), true)
+	if err != nil {
+		t.Fatalf("the gateway's token file: %v", err)
+	}
+	conn, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithPerRPCCredentials(auth.Bearer(token)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return pb.NewGatewayClient(conn), addr
+	return pb.NewGatewayClient(conn), addr, token
 }
 
 // pods returns the ready pods of a selector in shop.

@@ -2,20 +2,27 @@
 // containerd, each resolved through its running task's PID to its network
 // namespace.
 //
-// Labels: a container's labels are its labels. Its namespace is the label
-// faultline.namespace, else com.docker.compose.project (compose, nerdctl
-// compose), else the containerd namespace it lives in. Its name is
-// faultline.name, else nerdctl/name, else the container ID. A service
-// {name, namespace} matches the containers whose faultline.service (else
-// com.docker.compose.service) label is name. The label faultline.port sets
-// the port a fault uses when it names none.
+// Labels: a container's labels are its labels, and the faultline.* labels
+// mean what they mean for named network namespaces (targets.LabelIdentity).
+// Its namespace is faultline.namespace, else com.docker.compose.project
+// (compose, nerdctl compose), else the containerd namespace it lives in.
+// Its name is faultline.name, else nerdctl/name, else the container ID. A
+// service {name, namespace} matches the containers whose faultline.service
+// (else com.docker.compose.service) label is name. faultline.port is the
+// port a fault uses when it names none.
+//
+// Without a socket file at Address, the source is absent
+// (targets.ErrAbsent); a socket that refuses connections is an error at
+// once, with no timeout.
 package containerd
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net"
-	"strconv"
+	"os"
 	"strings"
 	"sync"
 	"syscall"
@@ -42,16 +49,33 @@ type Source struct {
 	client *containerd.Client
 }
 
+func (s *Source) address() string {
+	if s.Address == "" {
+		return DefaultAddress
+	}
+	return s.Address
+}
+
+// String describes the source in messages.
+func (s *Source) String() string { return "containerd at " + s.address() }
+
 func (s *Source) conn() (*containerd.Client, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.client != nil {
 		return s.client, nil
 	}
-	addr := s.Address
-	if addr == "" {
-		addr = DefaultAddress
+	addr := s.address()
+	if _, err := os.Stat(addr); errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: no socket file", targets.ErrAbsent)
 	}
+	// A stale socket refuses at once; containerd.New would retry until its
+	// timeout instead.
+	probe, err := net.DialTimeout("unix", addr, time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("connect to containerd: %w", err)
+	}
+	probe.Close()
 	c, err := containerd.New(addr, containerd.WithTimeout(3*time.Second))
 	if err != nil {
 		return nil, fmt.Errorf("connect to containerd at %s: %w", addr, err)
@@ -82,25 +106,24 @@ func first(vs ...string) string {
 }
 
 // Resolve returns the running containers the set matches.
-func (s *Source) Resolve(ctx context.Context, set targets.Set) ([]targets.Target, []targets.Skipped, error) {
+func (s *Source) Resolve(ctx context.Context, set targets.Set) (targets.Resolution, error) {
+	var res targets.Resolution
 	client, err := s.conn()
 	if err != nil {
-		return nil, nil, err
+		return res, err
 	}
 	nss := s.Namespaces
 	if len(nss) == 0 {
 		if nss, err = client.NamespaceService().List(ctx); err != nil {
-			return nil, nil, fmt.Errorf("list containerd namespaces: %w", err)
+			return res, fmt.Errorf("list containerd namespaces: %w", err)
 		}
 	}
 	node := first(s.Node, "local")
-	var out []targets.Target
-	var skipped []targets.Skipped
 	for _, ns := range nss {
 		nctx := namespaces.WithNamespace(ctx, ns)
 		cs, err := client.Containers(nctx)
 		if err != nil {
-			return nil, nil, fmt.Errorf("list containers in %s: %w", ns, err)
+			return res, fmt.Errorf("list containers in %s: %w", ns, err)
 		}
 		for _, c := range cs {
 			info, err := c.Info(nctx, containerd.WithoutRefreshedMetadata)
@@ -111,35 +134,36 @@ func (s *Source) Resolve(ctx context.Context, set targets.Set) ([]targets.Target
 			if labels == nil {
 				labels = map[string]string{}
 			}
-			if first(labels["faultline.namespace"], labels["com.docker.compose.project"], ns) != set.Namespace() {
+			id, err := targets.LabelIdentity(labels, targets.Identity{
+				Namespace: first(labels["com.docker.compose.project"], ns),
+				Name:      first(labels["nerdctl/name"], c.ID()),
+				Service:   labels["com.docker.compose.service"],
+			})
+			if !set.Matches(id, labels) {
 				continue
 			}
-			if set.Pods != nil && !set.Pods.Matches(labels) {
+			if err != nil {
+				res.Skipped = append(res.Skipped, targets.Skipped{Name: id.Name, Reason: err.Error()})
 				continue
 			}
-			if set.Service != nil && first(labels["faultline.service"], labels["com.docker.compose.service"]) != set.Service.Name {
-				continue
-			}
-			name := first(labels["faultline.name"], labels["nerdctl/name"], c.ID())
 			task, err := c.Task(nctx, nil)
 			if err != nil {
-				skipped = append(skipped, targets.Skipped{Name: name, Reason: "not running"})
+				res.Skipped = append(res.Skipped, targets.Skipped{Name: id.Name, Reason: "not running"})
 				continue
 			}
 			st, err := task.Status(nctx)
 			if err != nil || st.Status != containerd.Running {
-				skipped = append(skipped, targets.Skipped{Name: name, Reason: fmt.Sprintf("task %s", st.Status)})
+				res.Skipped = append(res.Skipped, targets.Skipped{Name: id.Name, Reason: fmt.Sprintf("task %s", st.Status)})
 				continue
 			}
-			port, _ := strconv.Atoi(labels["faultline.port"])
-			out = append(out, targets.Target{
-				Name: name, Namespace: set.Namespace(), Node: node, Labels: labels,
-				PID: int(task.Pid()), IP: addressOf(int(task.Pid())), Port: port, ID: ns + "/" + c.ID(),
+			res.Targets = append(res.Targets, targets.Target{
+				Name: id.Name, Namespace: id.Namespace, Node: node, Labels: labels,
+				PID: int(task.Pid()), IP: addressOf(int(task.Pid())), Port: id.Port, ID: ns + "/" + c.ID(),
 			})
 		}
 	}
-	targets.SortTargets(out)
-	return out, skipped, nil
+	targets.SortTargets(res.Targets)
+	return res, nil
 }
 
 // addressOf returns the first global IPv4 address in the process's

@@ -28,31 +28,31 @@ type Source struct {
 
 // Resolve lists the set's pods. Pods that are pending, terminating or not
 // ready are skipped, with the reason.
-func (s *Source) Resolve(ctx context.Context, set targets.Set) ([]targets.Target, []targets.Skipped, error) {
+func (s *Source) Resolve(ctx context.Context, set targets.Set) (targets.Resolution, error) {
 	ns := set.Namespace()
 	var sel labels.Selector
 	var svcPorts *targets.ServicePorts
 	if set.Service != nil {
 		svc, err := s.Client.CoreV1().Services(ns).Get(ctx, set.Service.Name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
-			return nil, nil, fmt.Errorf("%w: service %q not found in namespace %q", errdefs.ErrNotFound, set.Service.Name, ns)
+			return targets.Resolution{}, fmt.Errorf("%w: service %q not found in namespace %q", errdefs.ErrNotFound, set.Service.Name, ns)
 		} else if err != nil {
-			return nil, nil, apiError(err, "get service "+ns+"/"+set.Service.Name)
+			return targets.Resolution{}, apiError(err, "get service "+ns+"/"+set.Service.Name)
 		}
 		if len(svc.Spec.Selector) == 0 {
-			return nil, nil, fmt.Errorf("%w: service %q has no pod selector", errdefs.ErrFailedPrecondition, svc.Name)
+			return targets.Resolution{}, fmt.Errorf("%w: service %q has no pod selector", errdefs.ErrFailedPrecondition, svc.Name)
 		}
 		sel = labels.SelectorFromSet(svc.Spec.Selector)
 		svcPorts = servicePorts(svc)
 	} else {
 		var err error
 		if sel, err = podSelector(set.Pods); err != nil {
-			return nil, nil, err
+			return targets.Resolution{}, err
 		}
 	}
 	list, err := s.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
 	if err != nil {
-		return nil, nil, apiError(err, fmt.Sprintf("list pods in %s (%s)", ns, sel))
+		return targets.Resolution{}, apiError(err, fmt.Sprintf("list pods in %s (%s)", ns, sel))
 	}
 	var out []targets.Target
 	var skipped []targets.Skipped
@@ -70,7 +70,7 @@ func (s *Source) Resolve(ctx context.Context, set targets.Set) ([]targets.Target
 	}
 	targets.SortTargets(out)
 	sort.Slice(skipped, func(i, j int) bool { return skipped[i].Name < skipped[j].Name })
-	return out, skipped, nil
+	return targets.Resolution{Targets: out, Skipped: skipped}, nil
 }
 
 // podSelector is xk6-disruptor's selector: every select label, and

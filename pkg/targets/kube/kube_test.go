@@ -51,10 +51,11 @@ func TestResolve(t *testing.T) {
 	s := &Source{Client: client}
 	ctx := context.Background()
 
-	got, skipped, err := s.Resolve(ctx, targets.Set{Pods: &targets.Selector{Namespace: "shop", Select: map[string]string{"app": "web"}, Exclude: map[string]string{"canary": "yes"}}})
+	res, err := s.Resolve(ctx, targets.Set{Pods: &targets.Selector{Namespace: "shop", Select: map[string]string{"app": "web"}, Exclude: map[string]string{"canary": "yes"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
+	got, skipped := res.Targets, res.Skipped
 	if len(got) != 1 || got[0].Name != "web-1" || got[0].UID != "uid-web-1" || got[0].Node != "n1" || got[0].Ports.Named["web"] != 8080 {
 		t.Errorf("targets %+v, want web-1 only", got)
 	}
@@ -66,7 +67,8 @@ func TestResolve(t *testing.T) {
 		t.Errorf("skipped %v", reasons)
 	}
 
-	got, _, err = s.Resolve(ctx, targets.Set{Service: &targets.Service{Name: "web", Namespace: "shop"}})
+	res, err = s.Resolve(ctx, targets.Set{Service: &targets.Service{Name: "web", Namespace: "shop"}})
+	got = res.Targets
 	if err != nil || len(got) != 2 {
 		t.Fatalf("service: %v, %v; want web-1 and web-2", got, err)
 	}
@@ -74,7 +76,7 @@ func TestResolve(t *testing.T) {
 		t.Errorf("service port: %d, %v; want 8080 through targetPort web", port, err)
 	}
 
-	_, _, err = s.Resolve(ctx, targets.Set{Service: &targets.Service{Name: "nope", Namespace: "shop"}})
+	_, err = s.Resolve(ctx, targets.Set{Service: &targets.Service{Name: "nope", Namespace: "shop"}})
 	if !errors.Is(err, errdefs.ErrNotFound) {
 		t.Errorf("missing service: %v, want NotFound", err)
 	}

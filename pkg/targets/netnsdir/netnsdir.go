@@ -1,14 +1,19 @@
 // Package netnsdir is a target source for bare processes: the named
 // network namespaces of `ip netns` (files in /run/netns). Each is a target
-// in namespace "default" named after the file, with the label
-// faultline.netns=NAME, plus the labels of an optional file
-// /run/faultline/netns-labels/NAME (one key=value a line).
+// whose labels are faultline.netns=NAME plus those of an optional file
+// /run/faultline/netns-labels/NAME (one key=value a line). The labels mean
+// what they mean for containerd containers (targets.LabelIdentity): its
+// namespace is faultline.namespace (default "default"), its name
+// faultline.name (default the file name), its service faultline.service,
+// and faultline.port is the port a fault uses when it names none.
 package netnsdir
 
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,73 +24,95 @@ import (
 	"github.com/faultline-dev/faultline/pkg/targets"
 )
 
+// Defaults of Source's fields.
+const (
+	DefaultDir       = "/run/netns"
+	DefaultLabelsDir = "/run/faultline/netns-labels"
+)
+
 // Source lists named network namespaces.
 type Source struct {
-	Dir       string // default /run/netns
-	LabelsDir string // default /run/faultline/netns-labels
-	Node      string // default "local"
+	Dir       string // DefaultDir when empty
+	LabelsDir string // DefaultLabelsDir when empty
+	Node      string // "local" when empty
 }
 
-// Resolve returns the namespaces the set matches. Services are not a
-// concept here: a service set matches the label faultline.service.
-func (s *Source) Resolve(_ context.Context, set targets.Set) ([]targets.Target, []targets.Skipped, error) {
-	dir := s.Dir
-	if dir == "" {
-		dir = "/run/netns"
+func (s *Source) dir() string {
+	if s.Dir == "" {
+		return DefaultDir
 	}
+	return s.Dir
+}
+
+// String describes the source in messages.
+func (s *Source) String() string { return "named netns in " + s.dir() }
+
+// Resolve returns the namespaces the set matches; without the directory
+// (no namespace was ever named here) it fails with targets.ErrAbsent.
+func (s *Source) Resolve(_ context.Context, set targets.Set) (targets.Resolution, error) {
+	var res targets.Resolution
+	dir := s.dir()
 	ents, err := os.ReadDir(dir)
-	if os.IsNotExist(err) {
-		return nil, nil, nil
+	if errors.Is(err, fs.ErrNotExist) {
+		return res, fmt.Errorf("%w: no such directory", targets.ErrAbsent)
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("list %s: %w", dir, err)
+		return res, fmt.Errorf("list %s: %w", dir, err)
 	}
-	var out []targets.Target
+	node := s.Node
+	if node == "" {
+		node = "local"
+	}
 	for _, e := range ents {
-		name := e.Name()
-		labels := s.labels(name)
-		labels["faultline.netns"] = name
-		ns := labels["faultline.namespace"]
-		if ns == "" {
-			ns = targets.DefaultNamespace
+		file := e.Name()
+		labels, err := s.labels(file)
+		if err != nil {
+			return res, err
 		}
-		if ns != set.Namespace() {
+		labels["faultline.netns"] = file
+		id, err := targets.LabelIdentity(labels, targets.Identity{Name: file})
+		if !set.Matches(id, labels) {
 			continue
 		}
-		if set.Pods != nil && !set.Pods.Matches(labels) {
+		if err != nil {
+			res.Skipped = append(res.Skipped, targets.Skipped{Name: id.Name, Reason: err.Error()})
 			continue
 		}
-		if set.Service != nil && labels["faultline.service"] != set.Service.Name {
-			continue
-		}
-		node := s.Node
-		if node == "" {
-			node = "local"
-		}
-		out = append(out, targets.Target{Name: name, Namespace: ns, Node: node, Labels: labels, NetnsPath: filepath.Join(dir, name)})
+		res.Targets = append(res.Targets, targets.Target{
+			Name: id.Name, Namespace: id.Namespace, Node: node, Labels: labels,
+			NetnsPath: filepath.Join(dir, file), Port: id.Port, ID: file,
+		})
 	}
-	targets.SortTargets(out)
-	return out, nil, nil
+	targets.SortTargets(res.Targets)
+	return res, nil
 }
 
-func (s *Source) labels(name string) map[string]string {
+// labels reads the namespace's label file; none means no labels.
+func (s *Source) labels(name string) (map[string]string, error) {
 	labels := map[string]string{}
 	dir := s.LabelsDir
 	if dir == "" {
-		dir = "/run/faultline/netns-labels"
+		dir = DefaultLabelsDir
 	}
 	f, err := os.Open(filepath.Join(dir, name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return labels, nil
+	}
 	if err != nil {
-		return labels
+		return nil, fmt.Errorf("labels of netns %s: %w", name, err)
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if k, v, ok := strings.Cut(strings.TrimSpace(sc.Text()), "="); ok && k != "" {
-			labels[k] = v
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if k, v, ok := strings.Cut(line, "="); ok && k != "" {
+			labels[strings.TrimSpace(k)] = strings.TrimSpace(v)
 		}
 	}
-	return labels
+	return labels, sc.Err()
 }
 
 // Terminate is not possible: a named namespace has no process of its own.

@@ -399,7 +399,11 @@ type TargetsResponse struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Targets []*TargetInfo          `protobuf:"bytes,1,rep,name=targets,proto3" json:"targets,omitempty"`
 	// Matched but not usable (not running, pending, terminating), with why.
-	Skipped       []*SkippedTarget `protobuf:"bytes,2,rep,name=skipped,proto3" json:"skipped,omitempty"`
+	Skipped []*SkippedTarget `protobuf:"bytes,2,rep,name=skipped,proto3" json:"skipped,omitempty"`
+	// Sources that had nothing to look at on this machine (local mode: no
+	// containerd socket, no /run/netns), e.g. "containerd at
+	// /run/containerd/containerd.sock: not on this machine: no socket file".
+	Notes         []string `protobuf:"bytes,3,rep,name=notes,proto3" json:"notes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -444,6 +448,13 @@ func (x *TargetsResponse) GetTargets() []*TargetInfo {
 func (x *TargetsResponse) GetSkipped() []*SkippedTarget {
 	if x != nil {
 		return x.Skipped
+	}
+	return nil
+}
+
+func (x *TargetsResponse) GetNotes() []string {
+	if x != nil {
+		return x.Notes
 	}
 	return nil
 }
@@ -758,8 +769,10 @@ type GatewayInjectResponse struct {
 	Total *Counters `protobuf:"bytes,2,opt,name=total,proto3" json:"total,omitempty"`
 	// True when an HTTP or gRPC fault saw no request at all during its
 	// duration: xk6-disruptor's "disruptor did not receive any request".
-	NoRequests    bool             `protobuf:"varint,3,opt,name=no_requests,json=noRequests,proto3" json:"no_requests,omitempty"`
-	Skipped       []*SkippedTarget `protobuf:"bytes,4,rep,name=skipped,proto3" json:"skipped,omitempty"`
+	NoRequests bool             `protobuf:"varint,3,opt,name=no_requests,json=noRequests,proto3" json:"no_requests,omitempty"`
+	Skipped    []*SkippedTarget `protobuf:"bytes,4,rep,name=skipped,proto3" json:"skipped,omitempty"`
+	// As TargetsResponse.notes.
+	Notes         []string `protobuf:"bytes,5,rep,name=notes,proto3" json:"notes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -818,6 +831,13 @@ func (x *GatewayInjectResponse) GetNoRequests() bool {
 func (x *GatewayInjectResponse) GetSkipped() []*SkippedTarget {
 	if x != nil {
 		return x.Skipped
+	}
+	return nil
+}
+
+func (x *GatewayInjectResponse) GetNotes() []string {
+	if x != nil {
+		return x.Notes
 	}
 	return nil
 }
@@ -962,10 +982,11 @@ const file_faultline_v1_gateway_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"C\n" +
 	"\x0eTargetsRequest\x121\n" +
-	"\atargets\x18\x01 \x01(\v2\x17.faultline.v1.TargetSetR\atargets\"|\n" +
+	"\atargets\x18\x01 \x01(\v2\x17.faultline.v1.TargetSetR\atargets\"\x92\x01\n" +
 	"\x0fTargetsResponse\x122\n" +
 	"\atargets\x18\x01 \x03(\v2\x18.faultline.v1.TargetInfoR\atargets\x125\n" +
-	"\askipped\x18\x02 \x03(\v2\x1b.faultline.v1.SkippedTargetR\askipped\";\n" +
+	"\askipped\x18\x02 \x03(\v2\x1b.faultline.v1.SkippedTargetR\askipped\x12\x14\n" +
+	"\x05notes\x18\x03 \x03(\tR\x05notes\";\n" +
 	"\rSkippedTarget\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xc9\x01\n" +
@@ -985,13 +1006,14 @@ const file_faultline_v1_gateway_proto_rawDesc = "" +
 	"\x05fault\x18\x03 \x01(\v2\x1a.faultline.v1.NetworkFaultR\x05fault\"q\n" +
 	"\fTargetResult\x120\n" +
 	"\x06target\x18\x01 \x01(\v2\x18.faultline.v1.TargetInfoR\x06target\x12/\n" +
-	"\x05fault\x18\x02 \x01(\v2\x19.faultline.v1.FaultStatusR\x05fault\"\xd3\x01\n" +
+	"\x05fault\x18\x02 \x01(\v2\x19.faultline.v1.FaultStatusR\x05fault\"\xe9\x01\n" +
 	"\x15GatewayInjectResponse\x124\n" +
 	"\atargets\x18\x01 \x03(\v2\x1a.faultline.v1.TargetResultR\atargets\x12,\n" +
 	"\x05total\x18\x02 \x01(\v2\x16.faultline.v1.CountersR\x05total\x12\x1f\n" +
 	"\vno_requests\x18\x03 \x01(\bR\n" +
 	"noRequests\x125\n" +
-	"\askipped\x18\x04 \x03(\v2\x1b.faultline.v1.SkippedTargetR\askipped\"\x94\x01\n" +
+	"\askipped\x18\x04 \x03(\v2\x1b.faultline.v1.SkippedTargetR\askipped\x12\x14\n" +
+	"\x05notes\x18\x05 \x03(\tR\x05notes\"\x94\x01\n" +
 	"\x14TerminatePodsRequest\x121\n" +
 	"\atargets\x18\x01 \x01(\v2\x17.faultline.v1.TargetSetR\atargets\x12\x14\n" +
 	"\x05count\x18\x02 \x01(\tR\x05count\x123\n" +

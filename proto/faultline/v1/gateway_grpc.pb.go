@@ -39,8 +39,11 @@ const (
 // start, all are revoked and the call fails naming the target and cause.
 //
 // Errors: InvalidArgument for a bad field, NotFound when a selector matches
-// nothing (the message names the selector), FailedPrecondition when a
-// target cannot take the fault (e.g. it already has one on that port).
+// nothing (the message names the selector and the sources asked),
+// FailedPrecondition when a target cannot take the fault (e.g. it already
+// has one on that port), Unauthenticated without the gateway's bearer
+// token (every method but the standard health service needs
+// "authorization: Bearer TOKEN"; see README "Security model").
 type GatewayClient interface {
 	// Targets lists the targets a target set matches.
 	Targets(ctx context.Context, in *TargetsRequest, opts ...grpc.CallOption) (*TargetsResponse, error)
@@ -122,8 +125,11 @@ func (c *gatewayClient) TerminatePods(ctx context.Context, in *TerminatePodsRequ
 // start, all are revoked and the call fails naming the target and cause.
 //
 // Errors: InvalidArgument for a bad field, NotFound when a selector matches
-// nothing (the message names the selector), FailedPrecondition when a
-// target cannot take the fault (e.g. it already has one on that port).
+// nothing (the message names the selector and the sources asked),
+// FailedPrecondition when a target cannot take the fault (e.g. it already
+// has one on that port), Unauthenticated without the gateway's bearer
+// token (every method but the standard health service needs
+// "authorization: Bearer TOKEN"; see README "Security model").
 type GatewayServer interface {
 	// Targets lists the targets a target set matches.
 	Targets(context.Context, *TargetsRequest) (*TargetsResponse, error)
