@@ -48,10 +48,12 @@ verify-generated:
 		git diff --exit-code --stat -- pkg/steer pkg/netfault proto || { echo "generated code is stale: run make generate and commit"; exit 1; }; \
 	else echo "verify-generated: clang or protoc missing, skipped"; fi
 
-# Privileged tests run as root; outside CI they skip when not root. The
+# Privileged tests run as root; outside CI they skip when not root. Then
+# 30 s of differential fuzzing of the HTTP/1 framing against net/http; the
 # Kubernetes end-to-end test runs last.
 test: test-deps lint verify-generated
 	$(GO) test -race -p 1 -count=1 -timeout 30m ./...
+	$(GO) test -run='^$$' -fuzz=FuzzFramingAgainstNetHTTP -fuzztime=30s ./pkg/proxy/httpfault/
 	@$(MAKE) --no-print-directory test-clean
 	@$(MAKE) --no-print-directory e2e
 
@@ -65,9 +67,13 @@ e2e: test-deps
 bench: bench-deps
 	FAULTLINE_BENCH=1 $(GO) test -count=1 -run TestBenchTable -v ./test/bench/ | grep -v '^\(=== \|--- \)'
 
+# The CLI builds for a laptop (its Kubernetes gateway needs no eBPF), and
+# everything for arm64 nodes.
 lint:
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./test/e2e/
+	GOOS=darwin GOARCH=arm64 $(GO) build -o /dev/null ./cmd/faultline
+	GOOS=linux GOARCH=arm64 $(GO) build -o /dev/null ./...
 	@out="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 # Removes namespaces left by a test binary that was killed (they all carry

@@ -1,4 +1,4 @@
-// Package k6ext_test runs disruptor.js in the k6 model (internal/k6model)
+// Package k6ext_test runs disruptor.js in the k6 model (internal/testkit/k6model)
 // against a fake gateway: a real gRPC server with reflection whose
 // answers the tests choose. The end-to-end tests, against the real
 // gateway, faultlined and containers, are in test/local.
@@ -23,7 +23,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/faultline-dev/faultline/internal/k6model"
+	"github.com/faultline-dev/faultline/internal/testkit/k6model"
 	pb "github.com/faultline-dev/faultline/proto/faultline/v1"
 )
 

@@ -80,7 +80,7 @@ func run(ctx context.Context, logger *slog.Logger, cfg config) error {
 	}
 	defer os.Remove(cfg.socket)
 	eng := engine.New(engine.Options{Logger: logger})
-	api := &nodeapi.Server{Engine: eng, Logger: logger}
+	api := &nodeapi.Server{Faults: nodeapi.Engine(eng), Logger: logger}
 	srv := nodeapi.NewGRPCServer(api)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -41,9 +41,9 @@ import (
 	containerd "github.com/containerd/containerd"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"github.com/faultline-dev/faultline/internal/ctrkit"
-	"github.com/faultline-dev/faultline/internal/incident"
-	"github.com/faultline-dev/faultline/internal/topo"
+	"github.com/faultline-dev/faultline/internal/testkit/ctrkit"
+	"github.com/faultline-dev/faultline/internal/testkit/incident"
+	"github.com/faultline-dev/faultline/internal/testkit/topo"
 	"github.com/faultline-dev/faultline/pkg/gateway"
 	ctrsource "github.com/faultline-dev/faultline/pkg/targets/containerd"
 	pb "github.com/faultline-dev/faultline/proto/faultline/v1"

@@ -2,9 +2,9 @@ package cli
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
+	"io"
+	"math"
 	"strings"
 	"time"
 
@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/pflag"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/faultline-dev/faultline/pkg/fault"
 	pb "github.com/faultline-dev/faultline/proto/faultline/v1"
 )
 
@@ -77,9 +78,7 @@ func (p *targetParams) request(port int, allowZero bool) (*pb.InjectRequest, err
 		return nil, err
 	}
 	if req.Id == "" {
-		b := make([]byte, 4)
-		_, _ = rand.Read(b)
-		req.Id = "f-" + hex.EncodeToString(b)
+		req.Id = fault.NewID("f")
 	}
 	return req, nil
 }
@@ -143,7 +142,7 @@ Examples:
 	f.IntVar(&p.port, "port", 0, "target port (required)")
 	p.timingParams.bind(f, "requests", "answered with --error-code")
 	f.StringVar(&p.delayMode, "delay-mode", "request", "request: hold the request before the app sees it; response: hold the app's response")
-	f.IntVar(&p.errorCode, "error-code", 0, "HTTP status of injected errors, 100-599 (errorCode)")
+	f.IntVar(&p.errorCode, "error-code", 0, "HTTP status of injected errors, 200-599; 204 and 304 without a body (errorCode)")
 	f.StringVar(&p.errorBody, "error-body", "", "body of injected errors (errorBody)")
 	f.StringArrayVar(&p.errorHeaders, "error-header", nil, "header of injected errors, 'Name: value'; repeatable (errorHeaders)")
 	f.StringVar(&p.exclude, "exclude", "", "comma-separated paths never faulted (exclude)")
@@ -159,8 +158,8 @@ func (p *httpParams) request() (*pb.InjectRequest, error) {
 	if err != nil {
 		return nil, err
 	}
-	if p.errorCode < 0 {
-		return nil, usagef("--error-code must be in 100-599, got %d", p.errorCode)
+	if p.errorCode < 0 || p.errorCode > math.MaxUint32 {
+		return nil, usagef("--error-code must be an HTTP status in 200-599, got %d", p.errorCode)
 	}
 	h := &pb.HTTPFault{
 		Port:            uint32(p.port),
@@ -211,21 +210,31 @@ func (g *globals) inject(ctx context.Context, req *pb.InjectRequest) error {
 	}
 	defer closeConn()
 	type result struct {
-		resp *pb.InjectResponse
+		last *pb.FaultStatus
 		err  error
 	}
 	done := make(chan result, 1)
-	// The RPC outlives ctx so that a Ctrl-C becomes a Revoke with counters.
+	// The call outlives ctx so that a Ctrl-C becomes a Revoke with counters.
 	go func() {
-		resp, err := client.Inject(context.WithoutCancel(ctx), req)
-		done <- result{resp, err}
+		stream, err := client.Inject(context.WithoutCancel(ctx), req)
+		var last *pb.FaultStatus
+		for err == nil {
+			var m *pb.InjectResponse
+			if m, err = stream.Recv(); err == nil {
+				last = m.GetFault()
+			}
+		}
+		if err == io.EOF && last != nil {
+			err = nil
+		}
+		done <- result{last, err}
 	}()
 	select {
 	case r := <-done:
 		if r.err != nil {
 			return r.err
 		}
-		return g.printStatus(r.resp.GetFault())
+		return g.printStatus(r.last)
 	case <-ctx.Done():
 		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

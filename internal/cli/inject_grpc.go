@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"math"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -62,7 +63,7 @@ func (p *grpcParams) request() (*pb.InjectRequest, error) {
 	if err != nil {
 		return nil, err
 	}
-	if p.statusCode < 0 {
+	if p.statusCode < 0 || p.statusCode > math.MaxUint32 {
 		return nil, usagef("--status-code must be in 1-16, got %d", p.statusCode)
 	}
 	gf := &pb.GrpcFault{

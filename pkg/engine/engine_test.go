@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"math"
 	"net"
 	"net/http"
 	"net/netip"
@@ -16,15 +15,18 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
 
-	"github.com/faultline-dev/faultline/internal/netnstest"
+	"github.com/faultline-dev/faultline/internal/testkit/netnstest"
+	"github.com/faultline-dev/faultline/internal/testkit/topo"
 	"github.com/faultline-dev/faultline/pkg/engine"
-	"github.com/faultline-dev/faultline/pkg/proxy/httpfault"
+	"github.com/faultline-dev/faultline/pkg/fault"
 )
 
 // world is a test pod with a real HTTP server on :8080 and :8081, and a
 // client host on the same bridge.
 type world struct {
+	net         *netnstest.Net
 	pod, client *netnstest.Host
 	eng         *engine.Engine
 	url, other  string
@@ -32,14 +34,18 @@ type world struct {
 }
 
 func newWorld(t *testing.T) *world {
-	return newWorldWith(t, nil)
+	return newWorldWith(t, nil, nil)
 }
 
-// newWorldWith serves h on :8080 instead of the default handler.
-func newWorldWith(t *testing.T, h http.Handler) *world {
+// newWorldWith serves h on :8080 instead of the default handler, and runs
+// the engine with a hook called in each setup just before attaching.
+func newWorldWith(t *testing.T, h http.Handler, beforeAttach func()) *world {
 	t.Helper()
 	n := netnstest.NewNet(t)
-	w := &world{pod: n.AddHost("pod"), client: n.AddHost("client"), eng: engine.New(engine.Options{})}
+	w := &world{net: n, pod: n.AddHost("pod"), client: n.AddHost("client"), eng: engine.New(engine.Options{})}
+	if beforeAttach != nil {
+		w.eng = engine.NewWithHook(beforeAttach)
+	}
 	t.Cleanup(w.eng.Close)
 	for _, port := range []string{"8080", "8081"} {
 		var handler http.Handler = http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
@@ -66,21 +72,29 @@ func (w *world) clientFor(h *netnstest.Host) *http.Client {
 	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
 }
 
-func (w *world) start(t *testing.T, f httpfault.Fault) *engine.Fault {
+// spec is a one-minute fault, validated as the node API validates it.
+func spec(t *testing.T, f fault.Fault) fault.Spec {
 	t.Helper()
-	if f.DelayRate == 0 {
-		f.DelayRate = 1
+	if v, ok := f.(interface{ Validate() error }); ok {
+		if err := v.Validate(); err != nil {
+			t.Fatal(err)
+		}
 	}
-	fault, err := w.eng.Start(engine.Spec{
-		Target:   engine.Target{NetnsPath: w.pod.Path},
-		Duration: time.Minute,
-		HTTP:     &engine.HTTPFault{Port: 8080, Fault: f},
-	})
+	return fault.Spec{Duration: time.Minute, Fault: f}
+}
+
+func (w *world) target() engine.Target { return engine.Target{NetnsPath: w.pod.Path} }
+
+// start starts an HTTP fault on port 8080 of the pod.
+func (w *world) start(t *testing.T, f *fault.HTTP) *engine.Running {
+	t.Helper()
+	f.Port = 8080
+	r, err := w.eng.Start(context.Background(), w.target(), spec(t, f))
 	if err != nil {
 		t.Fatalf("start fault: %+v", err)
 	}
-	t.Cleanup(func() { fault.Stop(engine.ReasonRevoked) })
-	return fault
+	t.Cleanup(func() { r.Stop(engine.ReasonRevoked) })
+	return r
 }
 
 type result struct {
@@ -109,165 +123,9 @@ func do(t *testing.T, c *http.Client, method, url string, hdr map[string]string)
 	return result{resp.StatusCode, string(b), resp.Header, time.Since(start)}
 }
 
-// parallel runs n requests with the given concurrency.
-func parallel(t *testing.T, n, conc int, fn func(i int) result) []result {
-	t.Helper()
-	out := make([]result, n)
-	var wg sync.WaitGroup
-	next := make(chan int)
-	for range conc {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range next {
-				out[i] = fn(i)
-			}
-		}()
-	}
-	for i := range n {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
-	return out
-}
-
-func TestDelay(t *testing.T) {
-	w := newWorld(t)
-	// Baseline: the fastest direct request, to subtract. Not the mean: one
-	// slow request on a loaded machine would make every delay look short.
-	base := time.Hour
-	for range 20 {
-		base = min(base, do(t, w.http, "GET", w.url+"/", nil).took)
-	}
-
-	w.start(t, httpfault.Fault{AverageDelay: 200 * time.Millisecond, DelayVariation: 50 * time.Millisecond})
-	// A delay is never shorter than asked; a loaded machine can only make
-	// requests slower, so the upper bounds are loose (make bench measures).
-	const n, slack = 240, time.Second
-	res := parallel(t, n, 12, func(int) result { return do(t, w.http, "GET", w.url+"/x", nil) })
-	var sum time.Duration
-	for _, r := range res {
-		if r.status != 200 || r.body != "app8080:/x" {
-			t.Fatalf("got %d %q, want 200 from the app", r.status, r.body)
-		}
-		added := r.took - base
-		if added < 140*time.Millisecond || added > 250*time.Millisecond+slack {
-			t.Errorf("added latency %s outside [150ms, 250ms] (+%s slack)", added, slack)
-		}
-		sum += added
-	}
-	mean := sum / n
-	if mean < 180*time.Millisecond || mean > 300*time.Millisecond {
-		t.Errorf("mean added latency %s, want about 200ms", mean)
-	}
-	t.Logf("mean added latency %s over %d requests (direct %s)", mean, n, base)
-}
-
-// withinBinomial checks k successes out of n against rate p, at 4 sigma.
-func withinBinomial(t *testing.T, what string, k, n int, p float64) {
-	t.Helper()
-	sigma := math.Sqrt(float64(n) * p * (1 - p))
-	if d := math.Abs(float64(k) - float64(n)*p); d > 4*sigma {
-		t.Errorf("%s: %d of %d (%.3f), want %.3f within 4 sigma (%.1f)", what, k, n, float64(k)/float64(n), p, 4*sigma)
-	} else {
-		t.Logf("%s: %d of %d (%.3f), want %.3f", what, k, n, float64(k)/float64(n), p)
-	}
-}
-
-func TestErrorRate(t *testing.T) {
-	w := newWorld(t)
-	f := w.start(t, httpfault.Fault{ErrorRate: 0.3, ErrorCode: 503})
-	const n = 600
-	res := parallel(t, n, 16, func(int) result { return do(t, w.http, "GET", w.url+"/", nil) })
-	errs := 0
-	for _, r := range res {
-		switch r.status {
-		case 503:
-			errs++
-		case 200:
-		default:
-			t.Fatalf("unexpected status %d", r.status)
-		}
-	}
-	withinBinomial(t, "errors", errs, n, 0.3)
-	st := f.Status()
-	if st.Counters.Requests != n || st.Counters.Errored != uint64(errs) {
-		t.Errorf("counters %+v, want %d requests and %d errored", st.Counters, n, errs)
-	}
-}
-
-func TestErrorBodyAndHeaders(t *testing.T) {
-	w := newWorld(t)
-	w.start(t, httpfault.Fault{ErrorRate: 1, ErrorCode: 418, ErrorBody: []byte(`{"error":"teapot"}`),
-		ErrorHeaders: http.Header{"Content-Type": {"application/json"}, "Retry-After": {"7"}}})
-	r := do(t, w.http, "GET", w.url+"/", nil)
-	if r.status != 418 || r.body != `{"error":"teapot"}` {
-		t.Errorf("got %d %q", r.status, r.body)
-	}
-	if ct := r.header.Get("Content-Type"); ct != "application/json" {
-		t.Errorf("Content-Type %q, want application/json", ct)
-	}
-	if ra := r.header.Get("Retry-After"); ra != "7" {
-		t.Errorf("Retry-After %q, want 7", ra)
-	}
-}
-
-func TestExcludeAndMatch(t *testing.T) {
-	w := newWorld(t)
-	f := w.start(t, httpfault.Fault{ErrorRate: 1, ErrorCode: 500,
-		Exclude: []string{"/health"},
-		Match: httpfault.Match{Paths: []string{"/api/*", "/health"}, Methods: []string{"GET"},
-			Headers: []httpfault.HeaderMatch{{Name: "X-Tenant", Value: "blue"}}}})
-	blue := map[string]string{"X-Tenant": "blue"}
-	for _, tc := range []struct {
-		method, path string
-		hdr          map[string]string
-		want         int
-	}{
-		{"GET", "/api/items", blue, 500},
-		{"GET", "/api/", blue, 500},
-		{"GET", "/HEALTH", blue, 200}, // excluded, case-insensitive
-		{"GET", "/health", blue, 200},
-		{"GET", "/other", blue, 200},                                     // path not matched
-		{"POST", "/api/items", blue, 200},                                // method not matched
-		{"GET", "/api/items", nil, 200},                                  // header missing
-		{"GET", "/api/items", map[string]string{"X-Tenant": "red"}, 200}, // header value differs
-	} {
-		if r := do(t, w.http, tc.method, w.url+tc.path, tc.hdr); r.status != tc.want {
-			t.Errorf("%s %s %v: status %d, want %d", tc.method, tc.path, tc.hdr, r.status, tc.want)
-		}
-	}
-	c := f.Status().Counters
-	if c.Requests != 8 || c.Errored != 2 || c.Unmatched != 6 {
-		t.Errorf("counters %+v, want 8 requests, 2 errored, 6 unmatched", c)
-	}
-}
-
-func TestDelayRate(t *testing.T) {
-	w := newWorld(t)
-	f := w.start(t, httpfault.Fault{AverageDelay: 200 * time.Millisecond, DelayRate: 0.5})
-	const n = 300
-	res := parallel(t, n, 50, func(int) result { return do(t, w.http, "GET", w.url+"/", nil) })
-	// The counter says how many were delayed; each of those must have
-	// taken the full delay. Load on a shared machine can slow others too,
-	// so slow requests only bound the counter from above.
-	delayed := int(f.Status().Counters.Delayed)
-	withinBinomial(t, "delayed", delayed, n, 0.5)
-	slow := 0
-	for _, r := range res {
-		if r.took >= 200*time.Millisecond {
-			slow++
-		}
-	}
-	if slow < delayed {
-		t.Errorf("delayed counter %d, but only %d requests took 200ms or more", delayed, slow)
-	}
-}
-
 func TestOtherPortUntouchedAndLoopbackFaulted(t *testing.T) {
 	w := newWorld(t)
-	w.start(t, httpfault.Fault{ErrorRate: 1, ErrorCode: 503})
+	w.start(t, &fault.HTTP{ErrorRate: 1, ErrorStatus: 503})
 	if r := do(t, w.http, "GET", w.other+"/", nil); r.status != 200 || r.body != "app8081:/" {
 		t.Errorf("other port: %d %q, want the app", r.status, r.body)
 	}
@@ -279,7 +137,7 @@ func TestOtherPortUntouchedAndLoopbackFaulted(t *testing.T) {
 
 func TestLoopbackDelayDoesNotLoop(t *testing.T) {
 	w := newWorld(t)
-	f := w.start(t, httpfault.Fault{AverageDelay: 50 * time.Millisecond})
+	f := w.start(t, &fault.HTTP{Delay: fault.Delay{Average: 50 * time.Millisecond, Rate: 1}})
 	inPod := w.clientFor(w.pod)
 	r := do(t, inPod, "GET", "http://127.0.0.1:8080/loop", nil)
 	if r.status != 200 || r.body != "app8080:/loop" || r.took < 50*time.Millisecond || r.took > time.Second {
@@ -314,7 +172,7 @@ func TestKeepAliveClientIsResetThenFaulted(t *testing.T) {
 	if code, err := get(conn); err != nil || code != 200 {
 		t.Fatalf("before the fault: %d %v", code, err)
 	}
-	f := w.start(t, httpfault.Fault{ErrorRate: 1, ErrorCode: 503})
+	f := w.start(t, &fault.HTTP{ErrorRate: 1, ErrorStatus: 503})
 	if code, err := get(conn); err == nil {
 		t.Fatalf("old keep-alive connection still works after the fault started (status %d)", code)
 	}
@@ -333,15 +191,13 @@ func TestKeepAliveClientIsResetThenFaulted(t *testing.T) {
 
 func TestSecondFaultOnSamePortRefused(t *testing.T) {
 	w := newWorld(t)
-	first := w.start(t, httpfault.Fault{AverageDelay: time.Millisecond})
-	_, err := w.eng.Start(engine.Spec{Target: engine.Target{NetnsPath: w.pod.Path}, Duration: time.Minute,
-		HTTP: &engine.HTTPFault{Port: 8080, Fault: httpfault.Fault{DelayRate: 1}}})
+	first := w.start(t, &fault.HTTP{Delay: fault.Delay{Average: time.Millisecond, Rate: 1}})
+	_, err := w.eng.Start(context.Background(), w.target(), spec(t, &fault.HTTP{Port: 8080}))
 	if !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), first.ID()) {
 		t.Fatalf("second fault: %v, want FailedPrecondition naming %s", err, first.ID())
 	}
 	// Another port of the same namespace runs side by side.
-	other, err := w.eng.Start(engine.Spec{Target: engine.Target{NetnsPath: w.pod.Path}, Duration: time.Minute,
-		HTTP: &engine.HTTPFault{Port: 8081, Fault: httpfault.Fault{ErrorRate: 1, ErrorCode: 502}}})
+	other, err := w.eng.Start(context.Background(), w.target(), spec(t, &fault.HTTP{Port: 8081, ErrorRate: 1, ErrorStatus: 502}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -364,8 +220,9 @@ func TestNothingLeftBehind(t *testing.T) {
 	for _, end := range []string{"expiry", "revoke", "stop"} {
 		t.Run(end, func(t *testing.T) {
 			w := newWorld(t)
-			f, err := w.eng.Start(engine.Spec{Target: engine.Target{NetnsPath: w.pod.Path}, Duration: time.Second,
-				HTTP: &engine.HTTPFault{Port: 8080, Fault: httpfault.Fault{AverageDelay: 3 * time.Second, DelayRate: 1}}})
+			sp := spec(t, &fault.HTTP{Port: 8080, Delay: fault.Delay{Average: 3 * time.Second, Rate: 1}})
+			sp.Duration = time.Second
+			f, err := w.eng.Start(context.Background(), w.target(), sp)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -377,7 +234,7 @@ func TestNothingLeftBehind(t *testing.T) {
 			case "expiry":
 				<-f.Done()
 			case "revoke":
-				if _, err := w.eng.Revoke(f.ID(), false); err != nil {
+				if _, err := w.eng.Revoke(f.ID()); err != nil {
 					t.Fatal(err)
 				}
 			case "stop":
@@ -412,64 +269,128 @@ func openNetnsFiles(t *testing.T, h *netnstest.Host) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := fmt.Sprintf("net:[%d]", h.NS.ID().Ino)
+	id := h.NS.ID()
 	n := 0
 	for _, e := range ents {
-		if l, _ := os.Readlink("/proc/self/fd/" + e.Name()); l == want || l == h.Path {
+		var st unix.Stat_t // the file the descriptor is, deleted mount or not
+		if unix.Stat("/proc/self/fd/"+e.Name(), &st) == nil && st.Dev == id.Dev && st.Ino == id.Ino {
 			n++
 		}
 	}
 	return n
 }
 
-func TestRevokeForbidsALateFault(t *testing.T) {
-	w := newWorld(t)
-	spec := engine.Spec{ID: "late", Target: engine.Target{NetnsPath: w.pod.Path}, Duration: time.Minute,
-		HTTP: &engine.HTTPFault{Port: 8080, Fault: httpfault.Fault{ErrorRate: 1, ErrorCode: 503}}}
-	if _, err := w.eng.Revoke("late", false); !errdefs.IsNotFound(err) {
-		t.Fatalf("revoke of an unknown id: %v", err)
+func TestRevokeStopsAFaultBeingSetUp(t *testing.T) {
+	attaching := make(chan struct{})
+	proceed := make(chan struct{})
+	w := newWorldWith(t, nil, func() { close(attaching); <-proceed })
+	sp := spec(t, &fault.HTTP{Port: 8080, ErrorRate: 1, ErrorStatus: 503})
+	sp.ID = "racing"
+	started := make(chan error, 1)
+	go func() {
+		_, err := w.eng.Start(context.Background(), w.target(), sp)
+		started <- err
+	}()
+	<-attaching
+	if st := w.eng.List(); len(st) != 1 || st[0].State != engine.StateStarting {
+		t.Errorf("during the setup: %+v, want one fault starting", st)
 	}
-	f, err := w.eng.Start(spec) // without forbidLater the id stays free
+	revoked := make(chan engine.Status, 1)
+	go func() {
+		st, err := w.eng.Revoke("racing")
+		if err != nil {
+			t.Error(err)
+		}
+		revoked <- st
+	}()
+	time.Sleep(50 * time.Millisecond) // the revoke waits for the setup
+	close(proceed)
+	if err := <-started; err == nil {
+		t.Error("a fault revoked during its setup started")
+	}
+	if st := <-revoked; st.EndReason != engine.ReasonRevoked || st.State != engine.StateEnded {
+		t.Errorf("revoke: %+v", st)
+	}
+	w.assertClean(t)
+}
+
+// TestCloseEndsAFaultMidSetup: closing the engine ends faults in every
+// state, those being set up included; none starts afterwards.
+func TestCloseEndsAFaultMidSetup(t *testing.T) {
+	var once sync.Once
+	attaching := make(chan struct{})
+	hook := func() {}
+	w := newWorldWith(t, nil, func() { hook() })
+	active := w.start(t, &fault.HTTP{ErrorRate: 1, ErrorStatus: 503})
+	hook = func() { once.Do(func() { close(attaching) }); time.Sleep(100 * time.Millisecond) }
+	started := make(chan error, 1)
+	go func() {
+		_, err := w.eng.Start(context.Background(), w.target(), spec(t, &fault.HTTP{Port: 8081, ErrorRate: 1, ErrorStatus: 502}))
+		started <- err
+	}()
+	<-attaching
+	w.eng.Close()
+	if err := <-started; err == nil {
+		t.Error("a fault being set up during Close started")
+	}
+	if st := active.Status(); st.State != engine.StateEnded || st.EndReason != engine.ReasonShutdown {
+		t.Errorf("active fault after Close: %+v", st)
+	}
+	if _, err := w.eng.Start(context.Background(), w.target(), spec(t, &fault.HTTP{Port: 8080})); !errdefs.IsUnavailable(err) {
+		t.Errorf("Start after Close: %v, want Unavailable", err)
+	}
+	w.assertClean(t)
+}
+
+// TestCancelledStartLeavesNothing: the context of Start bounds the setup.
+func TestCancelledStartLeavesNothing(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	w := newWorldWith(t, nil, cancel)
+	_, err := w.eng.Start(ctx, w.target(), spec(t, &fault.HTTP{Port: 8080, ErrorRate: 1, ErrorStatus: 503}))
+	if err != context.Canceled {
+		t.Errorf("Start with its context cancelled mid-setup: %v", err)
+	}
+	w.assertClean(t)
+}
+
+// TestDeletedTargetEndsItsFault: ip netns del of the target ends its fault
+// within a second, releasing everything that kept the namespace alive.
+func TestDeletedTargetEndsItsFault(t *testing.T) {
+	w := newWorld(t)
+	victim := w.net.AddHost("victim")
+	f, err := w.eng.Start(context.Background(), engine.Target{NetnsPath: victim.Path}, spec(t, &fault.HTTP{Port: 8080, ErrorRate: 1, ErrorStatus: 503}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.Stop(engine.ReasonRevoked)
-	if _, err := w.eng.Revoke("late", true); !errdefs.IsNotFound(err) {
-		t.Fatalf("revoke of an ended id: %v", err)
+	if err := topo.DeleteNetns(victim.Name); err != nil {
+		t.Fatal(err)
 	}
-	if _, err := w.eng.Start(spec); !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), `fault "late" was revoked before it arrived`) {
-		t.Fatalf("a forbidden id started: %v", err)
+	deleted := time.Now()
+	select {
+	case <-f.Done():
+	case <-time.After(time.Second):
+		t.Fatal("the fault outlived its deleted namespace by a second")
+	}
+	if st := f.Status(); st.EndReason != engine.ReasonTargetDeleted {
+		t.Errorf("end reason %q, want target-deleted", st.EndReason)
+	}
+	if k := openNetnsFiles(t, victim); k != 1 { // the test's own handle
+		t.Errorf("%d open files of the deleted namespace, want only the test's own", k)
+	}
+	t.Logf("ended %s after the namespace was deleted", time.Since(deleted).Round(time.Millisecond))
+}
+
+// assertClean checks that no fault is left, nothing is attached to the
+// pod, and its port answers directly.
+func (w *world) assertClean(t *testing.T) {
+	t.Helper()
+	if n := len(w.eng.List()); n != 0 {
+		t.Errorf("List shows %d faults", n)
 	}
 	if n := len(netnstest.AttachedPrograms(t, w.pod.NS)); n != 0 {
 		t.Errorf("%d programs attached", n)
 	}
-}
-
-func TestRevokeStopsAFaultBeingSetUp(t *testing.T) {
-	w := newWorld(t)
-	spec := engine.Spec{ID: "racing", Target: engine.Target{NetnsPath: w.pod.Path}, Duration: time.Minute,
-		HTTP: &engine.HTTPFault{Port: 8080, Fault: httpfault.Fault{ErrorRate: 1, ErrorCode: 503}}}
-	started := make(chan *engine.Fault, 1)
-	go func() {
-		f, _ := w.eng.Start(spec)
-		started <- f
-	}()
-	var st engine.Status
-	var err error
-	for i := 0; i < 1000; i++ { // Revoke until the fault is there, set up or not
-		if st, err = w.eng.Revoke("racing", false); err == nil {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
-	if err != nil || st.EndReason != engine.ReasonRevoked {
-		t.Fatalf("revoke: %v %v", st, err)
-	}
-	<-started
 	if r := do(t, w.http, "GET", w.url+"/", nil); r.status != 200 {
-		t.Errorf("after the revoke: %d", r.status)
-	}
-	if n := len(w.eng.List()); n != 0 {
-		t.Errorf("List shows %d faults", n)
+		t.Errorf("the app answered %d through what is left", r.status)
 	}
 }

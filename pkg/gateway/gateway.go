@@ -5,8 +5,6 @@ package gateway
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -26,7 +24,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/faultline-dev/faultline/pkg/auth"
-	"github.com/faultline-dev/faultline/pkg/nodeapi"
+	"github.com/faultline-dev/faultline/pkg/fault"
 	"github.com/faultline-dev/faultline/pkg/targets"
 	pb "github.com/faultline-dev/faultline/proto/faultline/v1"
 )
@@ -53,29 +51,25 @@ func (s *Server) log() *slog.Logger {
 	return s.Logger
 }
 
-func invalid(format string, args ...any) error {
-	return fmt.Errorf("%w: "+format, append([]any{errdefs.ErrInvalidArgument}, args...)...)
-}
-
 // SetFromProto converts a target set.
 func SetFromProto(ts *pb.TargetSet) (targets.Set, error) {
 	switch k := ts.GetKind().(type) {
 	case *pb.TargetSet_Pods:
 		sel := &targets.Selector{Namespace: k.Pods.GetNamespace(), Select: k.Pods.GetSelect().GetLabels(), Exclude: k.Pods.GetExclude().GetLabels()}
 		if sel.Namespace == "" && len(sel.Select) == 0 && len(sel.Exclude) == 0 {
-			return targets.Set{}, invalid("namespace, select and exclude attributes in pod selector cannot all be empty")
+			return targets.Set{}, fault.Invalid("namespace, select and exclude attributes in pod selector cannot all be empty")
 		}
 		return targets.Set{Pods: sel}, nil
 	case *pb.TargetSet_Service:
 		switch {
 		case k.Service.GetName() == "":
-			return targets.Set{}, invalid("must specify a service name")
+			return targets.Set{}, fault.Invalid("must specify a service name")
 		case k.Service.GetNamespace() == "":
-			return targets.Set{}, invalid("must specify a namespace")
+			return targets.Set{}, fault.Invalid("must specify a namespace")
 		}
 		return targets.Set{Service: &targets.Service{Name: k.Service.GetName(), Namespace: k.Service.GetNamespace()}}, nil
 	}
-	return targets.Set{}, invalid("targets: give a pod selector or a service")
+	return targets.Set{}, fault.Invalid("targets: give a pod selector or a service")
 }
 
 // resolve resolves a set and fails with NotFound naming it, and the
@@ -188,9 +182,11 @@ func (s *Server) InjectNetwork(ctx context.Context, req *pb.InjectNetworkRequest
 }
 
 // inject resolves the targets, checks the fault once, then starts it on
-// every target in parallel, at most MaxStarting starting at a time. The
-// first target that fails cancels the others, whose faults are revoked at
-// once by the cancellation.
+// every target in parallel, at most MaxStarting starting at a time, and
+// waits for every target's end. The first target that fails cancels the
+// others' calls, which ends their faults (or their setups), then revokes
+// every target's fault, so that when the call returns each has ended or
+// can no longer start.
 func (s *Server) inject(ctx context.Context, ts *pb.TargetSet, d *durationpb.Duration, requests bool, build func(targets.Target) (*pb.InjectRequest, error)) (*pb.GatewayInjectResponse, error) {
 	res, err := s.resolve(ctx, ts)
 	if err != nil {
@@ -199,7 +195,7 @@ func (s *Server) inject(ctx context.Context, ts *pb.TargetSet, d *durationpb.Dur
 	found := res.Targets
 	reqs := make([]*pb.InjectRequest, len(found))
 	infos := make([]*pb.TargetInfo, len(found))
-	batch := newID()
+	batch := fault.NewID("gw")
 	for i, t := range found {
 		infos[i] = targetToProto(t)
 		r, err := build(t)
@@ -211,12 +207,8 @@ func (s *Server) inject(ctx context.Context, ts *pb.TargetSet, d *durationpb.Dur
 		r.Target = infos[i].Target
 		reqs[i] = r
 	}
-	// Bad input changes nothing: validate before touching any node.
-	spec, err := nodeapi.SpecFromProto(reqs[0])
-	if err == nil {
-		err = spec.Validate()
-	}
-	if err != nil {
+	// Bad input changes nothing: check the fault before any node is asked.
+	if _, err := fault.FromProto(reqs[0]); err != nil {
 		return nil, err
 	}
 
@@ -233,23 +225,18 @@ func (s *Server) inject(ctx context.Context, ts *pb.TargetSet, d *durationpb.Dur
 		firstErr error
 		wg       sync.WaitGroup
 	)
-	fail := func(t targets.Target, err error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if firstErr == nil {
-			firstErr = targetError(t, err)
-			cancel()
-		}
-	}
 	for i, t := range found {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			st, err := s.runTarget(ctx, t, reqs[i], starting)
+			mu.Lock()
+			defer mu.Unlock()
 			if err != nil {
-				if ctx.Err() == nil { // after a cancel, errors are its echoes
-					fail(t, err)
+				if firstErr == nil && ctx.Err() == nil { // after a cancel, errors are its echoes
+					firstErr = targetError(t, err)
 				}
+				cancel()
 				return
 			}
 			results[i] = st
@@ -257,13 +244,11 @@ func (s *Server) inject(ctx context.Context, ts *pb.TargetSet, d *durationpb.Dur
 	}
 	wg.Wait()
 	if firstErr != nil || ctx.Err() != nil {
-		// Cancelling a call does not wait for the node: revoke every
-		// fault of the batch, and forbid those still on their way.
 		s.revokeAll(found, reqs)
 		if firstErr != nil {
 			return nil, firstErr
 		}
-		return nil, ctx.Err()
+		return nil, context.Cause(ctx)
 	}
 	resp := &pb.GatewayInjectResponse{Total: &pb.Counters{}, Skipped: skippedToProto(res.Skipped), Notes: res.Notes}
 	for i := range found {
@@ -275,9 +260,9 @@ func (s *Server) inject(ctx context.Context, ts *pb.TargetSet, d *durationpb.Dur
 	return resp, nil
 }
 
-// runTarget runs one target's fault through its node: it takes a slot of
-// starting, holds it until the node lists the fault as ready (or the call
-// ends early), then waits for the fault to end.
+// runTarget runs one target's fault through its node: it holds a slot of
+// starting until the node says the fault is active, and returns the final
+// status once the node says it has ended.
 func (s *Server) runTarget(ctx context.Context, t targets.Target, req *pb.InjectRequest, starting chan struct{}) (*pb.FaultStatus, error) {
 	select {
 	case starting <- struct{}{}:
@@ -290,34 +275,19 @@ func (s *Server) runTarget(ctx context.Context, t targets.Target, req *pb.Inject
 		return nil, err
 	}
 	defer release()
-	type result struct {
-		resp *pb.InjectResponse
-		err  error
+	stream, err := node.Inject(ctx, req)
+	if err == nil {
+		_, err = stream.Recv() // active
 	}
-	done := make(chan result, 1)
-	go func() {
-		resp, err := node.Inject(ctx, req)
-		done <- result{resp, err}
-	}()
-	wctx, stopWaiting := context.WithCancel(ctx)
-	started := make(chan struct{})
-	go func() {
-		waitStarted(wctx, node, req.Id)
-		close(started)
-	}()
-	var r result
-	ended := false
-	select {
-	case <-started:
-	case r = <-done:
-		ended = true
-	}
-	stopWaiting()
 	<-starting
-	if !ended {
-		r = <-done
+	if err != nil {
+		return nil, err
 	}
-	return r.resp.GetFault(), r.err
+	last, err := stream.Recv() // ended
+	if err != nil {
+		return nil, err
+	}
+	return last.GetFault(), nil
 }
 
 // targetError names the target in an error, keeping its gRPC code.
@@ -332,9 +302,10 @@ func targetError(t targets.Target, err error) error {
 	return status.Errorf(code, "target %s on node %s: %s", t.Ref(), t.Node, msg)
 }
 
-// revokeAll revokes the batch's fault on every target, forbidding those
-// that have not reached their node yet; when it returns, none is left and
-// none can start.
+// revokeAll revokes the batch's fault on every target after their calls
+// were cancelled: a revoke on the node comes after the cancel of its call,
+// so once it returns the fault has ended, or finds its call cancelled and
+// does not start.
 func (s *Server) revokeAll(found []targets.Target, reqs []*pb.InjectRequest) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -349,34 +320,13 @@ func (s *Server) revokeAll(found []targets.Target, reqs []*pb.InjectRequest) {
 				return
 			}
 			defer release()
-			_, err = node.Revoke(ctx, &pb.RevokeRequest{Id: reqs[i].GetId(), ForbidLater: true})
+			_, err = node.Revoke(ctx, &pb.RevokeRequest{Id: reqs[i].GetId()})
 			if err != nil && status.Code(err) != codes.NotFound {
 				s.log().Warn("cannot revoke", "target", t.Ref(), "err", err)
 			}
 		}()
 	}
 	wg.Wait()
-}
-
-// waitStarted returns once the node lists the fault as ready, or ctx ends.
-// It polls often at first (setup takes milliseconds) and backs off, so that
-// many targets on one node do not flood it (and its tunnel) with List calls.
-func waitStarted(ctx context.Context, node pb.NodeClient, id string) {
-	every := 2 * time.Millisecond
-	for ctx.Err() == nil {
-		if l, err := node.List(ctx, &pb.ListRequest{}); err == nil {
-			for _, f := range l.GetFaults() {
-				if f.GetId() == id && f.GetReady() {
-					return
-				}
-			}
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(every):
-		}
-		every = min(2*every, 25*time.Millisecond)
-	}
 }
 
 func addCounters(total, c *pb.Counters) {
@@ -395,7 +345,7 @@ func addCounters(total, c *pb.Counters) {
 // TerminatePods stops count targets chosen at random.
 func (s *Server) TerminatePods(ctx context.Context, req *pb.TerminatePodsRequest) (*pb.TerminatePodsResponse, error) {
 	if req.GetCount() == "" {
-		return nil, invalid("count is not a valid percentage: ")
+		return nil, fault.Invalid("count is not a valid percentage: ")
 	}
 	res, err := s.resolve(ctx, req.GetTargets())
 	if err != nil {
@@ -410,7 +360,7 @@ func (s *Server) TerminatePods(ctx context.Context, req *pb.TerminatePodsRequest
 	if req.GetTimeout() != nil {
 		timeout = req.GetTimeout().AsDuration()
 		if timeout <= 0 {
-			return nil, invalid("timeout must be positive, got %s", timeout)
+			return nil, fault.Invalid("timeout must be positive, got %s", timeout)
 		}
 	}
 	chosen := make([]targets.Target, 0, n)
@@ -446,26 +396,20 @@ func SampleSize(count string, total int) (int, error) {
 	if pct, ok := strings.CutSuffix(count, "%"); ok {
 		v, err := strconv.ParseFloat(pct, 64)
 		if err != nil || v < 0 || v > 100 {
-			return 0, invalid("count is not a valid percentage: %s", count)
+			return 0, fault.Invalid("count is not a valid percentage: %s", count)
 		}
 		return max(1, int(math.Round(float64(total)*v/100))), nil
 	}
 	n, err := strconv.Atoi(count)
 	switch {
 	case err != nil:
-		return 0, invalid("count must be a whole number or a percentage such as 50%%, got %q", count)
+		return 0, fault.Invalid("count must be a whole number or a percentage such as 50%%, got %q", count)
 	case n < 1:
-		return 0, invalid("count must be at least 1, got %d", n)
+		return 0, fault.Invalid("count must be at least 1, got %d", n)
 	case n > total:
 		return 0, fmt.Errorf("%w: cannot sample %d pods out of a total of %d", errdefs.ErrFailedPrecondition, n, total)
 	}
 	return n, nil
-}
-
-func newID() string {
-	b := make([]byte, 3)
-	_, _ = rand.Read(b)
-	return "gw-" + hex.EncodeToString(b)
 }
 
 // NewGRPCServer returns a gRPC server with the Gateway service, server

@@ -28,8 +28,8 @@ import (
 // to the faultlined pod on that node. faultlined listens on loopback inside
 // its own pod, so the right to inject is exactly the RBAC right to
 // pods/portforward on faultline's pods. One tunnel per node serves every
-// target of a fault on that node; it closes shortly after the last user
-// releases it.
+// target of a fault on that node; tunnels to different nodes open at the
+// same time; a tunnel closes shortly after the last user releases it.
 type PortForward struct {
 	Config    *rest.Config
 	Client    kubernetes.Interface
@@ -51,20 +51,26 @@ const DefaultFaultlinedPort = 7439
 type tunnel struct {
 	node   string
 	users  int
+	ready  chan struct{} // closed once open (or failed: err)
+	err    error
 	conn   *grpc.ClientConn
 	stop   context.CancelFunc
 	broken chan struct{} // closed when the port-forward ends
 	idle   *time.Timer
 }
 
-// Node returns a client for the node's faultlined.
+// openTimeout bounds opening a tunnel; callers may stop waiting sooner.
+const openTimeout = 30 * time.Second
+
+// Node returns a client for the node's faultlined, opening the node's
+// tunnel unless it is open or being opened.
 func (p *PortForward) Node(ctx context.Context, node string) (pb.NodeClient, func(), error) {
 	p.mu.Lock()
 	if p.tunnels == nil {
 		p.tunnels = map[string]*tunnel{}
 	}
 	t := p.tunnels[node]
-	if t != nil {
+	if t != nil && t.broken != nil {
 		select {
 		case <-t.broken:
 			t = nil
@@ -72,12 +78,9 @@ func (p *PortForward) Node(ctx context.Context, node string) (pb.NodeClient, fun
 		}
 	}
 	if t == nil {
-		var err error
-		if t, err = p.open(ctx, node); err != nil {
-			p.mu.Unlock()
-			return nil, nil, err
-		}
+		t = &tunnel{node: node, ready: make(chan struct{}), broken: make(chan struct{})}
 		p.tunnels[node] = t
+		go p.open(t)
 	}
 	t.users++
 	if t.idle != nil {
@@ -86,7 +89,18 @@ func (p *PortForward) Node(ctx context.Context, node string) (pb.NodeClient, fun
 	}
 	p.mu.Unlock()
 	var once sync.Once
-	return pb.NewNodeClient(t.conn), func() { once.Do(func() { p.release(t) }) }, nil
+	release := func() { once.Do(func() { p.release(t) }) }
+	select {
+	case <-t.ready:
+	case <-ctx.Done():
+		release()
+		return nil, nil, ctx.Err()
+	}
+	if t.err != nil {
+		release()
+		return nil, nil, t.err
+	}
+	return pb.NewNodeClient(t.conn), release, nil
 }
 
 func (p *PortForward) release(t *tunnel) {
@@ -113,8 +127,14 @@ func (p *PortForward) closeLocked(t *tunnel) {
 	if p.tunnels[t.node] == t {
 		delete(p.tunnels, t.node)
 	}
-	t.conn.Close()
-	t.stop()
+	select {
+	case <-t.ready:
+		if t.err == nil {
+			t.conn.Close()
+			t.stop()
+		}
+	default: // still opening: open sees it is no longer in the map
+	}
 }
 
 // Close closes every tunnel.
@@ -128,18 +148,34 @@ func (p *PortForward) Close() error {
 }
 
 // open starts a port-forward to the node's faultlined pod on a free
-// loopback port of this process and a gRPC connection through it. Called
-// with p.mu held: concurrent callers for any node wait, which keeps one
-// tunnel per node.
-func (p *PortForward) open(ctx context.Context, node string) (*tunnel, error) {
+// loopback port of this process and a gRPC connection through it, then
+// closes t.ready; a failed tunnel is forgotten, for the next call to retry.
+func (p *PortForward) open(t *tunnel) {
+	ctx, cancel := context.WithTimeout(context.Background(), openTimeout)
+	defer cancel()
+	t.conn, t.stop, t.err = p.dial(ctx, t)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if t.err != nil && p.tunnels[t.node] == t {
+		delete(p.tunnels, t.node)
+	}
+	close(t.ready)
+	if t.err == nil && p.tunnels[t.node] != t { // closed while opening
+		t.conn.Close()
+		t.stop()
+	}
+}
+
+func (p *PortForward) dial(ctx context.Context, t *tunnel) (*grpc.ClientConn, context.CancelFunc, error) {
 	began := time.Now()
+	node := t.node
 	pod, err := p.faultlinedPod(ctx, node)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	rt, upgrader, err := spdy.RoundTripperFor(p.Config)
 	if err != nil {
-		return nil, fmt.Errorf("port-forward to %s: %w", pod, err)
+		return nil, nil, fmt.Errorf("port-forward to %s: %w", pod, err)
 	}
 	url := p.Client.CoreV1().RESTClient().Post().Resource("pods").Namespace(p.Namespace).Name(pod).SubResource("portforward").URL()
 	dialer := spdy.NewDialer(upgrader, &http.Client{Transport: rt}, http.MethodPost, url)
@@ -153,9 +189,8 @@ func (p *PortForward) open(ctx context.Context, node string) (*tunnel, error) {
 	pf, err := portforward.NewOnAddressesWithContext(tctx, dialer, []string{"127.0.0.1"}, []string{"0:" + strconv.Itoa(port)}, ready, io.Discard, errOut)
 	if err != nil {
 		stop()
-		return nil, fmt.Errorf("port-forward to %s: %w", pod, err)
+		return nil, nil, fmt.Errorf("port-forward to %s: %w", pod, err)
 	}
-	t := &tunnel{node: node, stop: stop, broken: make(chan struct{})}
 	failed := make(chan error, 1)
 	go func() {
 		err := pf.ForwardPorts()
@@ -166,23 +201,23 @@ func (p *PortForward) open(ctx context.Context, node string) (*tunnel, error) {
 	select {
 	case <-ready:
 	case err := <-failed:
-		return nil, fmt.Errorf("%w: port-forward to faultlined pod %s/%s on node %s: %v", errdefs.ErrUnavailable, p.Namespace, pod, node, err)
+		return nil, nil, fmt.Errorf("%w: port-forward to faultlined pod %s/%s on node %s: %v", errdefs.ErrUnavailable, p.Namespace, pod, node, err)
 	case <-ctx.Done():
 		stop()
-		return nil, ctx.Err()
+		return nil, nil, fmt.Errorf("%w: port-forward to faultlined pod %s/%s on node %s: %v", errdefs.ErrUnavailable, p.Namespace, pod, node, ctx.Err())
 	}
 	ports, err := pf.GetPorts()
 	if err != nil || len(ports) == 0 {
 		stop()
-		return nil, fmt.Errorf("port-forward to %s: no local port: %v", pod, err)
+		return nil, nil, fmt.Errorf("port-forward to %s: no local port: %v", pod, err)
 	}
-	t.conn, err = grpc.NewClient("passthrough:///127.0.0.1:"+strconv.Itoa(int(ports[0].Local)), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient("passthrough:///127.0.0.1:"+strconv.Itoa(int(ports[0].Local)), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		stop()
-		return nil, fmt.Errorf("connect to faultlined through %s: %w", pod, err)
+		return nil, nil, fmt.Errorf("connect to faultlined through %s: %w", pod, err)
 	}
 	p.log().Info("tunnel open", "node", node, "pod", pod, "local", ports[0].Local, "took", time.Since(began).Round(time.Millisecond))
-	return t, nil
+	return conn, stop, nil
 }
 
 // faultlinedPod finds the ready faultlined pod of the node.

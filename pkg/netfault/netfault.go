@@ -9,7 +9,7 @@
 // finding the host side of a veth (which a macvlan or ipvlan pod does not
 // have), at the cost of one setns per interface at attach time. Every link
 // is fd-owned and never pinned, so the kernel detaches them all when the
-// process exits; rates live in maps and can change while the fault runs.
+// process exits.
 package netfault
 
 import (
@@ -34,12 +34,6 @@ const (
 	ProtocolUDP uint8 = unix.IPPROTO_UDP
 )
 
-// Program names, to recognise faultline's programs among loaded ones.
-const (
-	DropProgramName   = dropProgFlDrop
-	RefuseProgramName = refuseProgFlRefuse
-)
-
 // Options describe a network fault.
 type Options struct {
 	Port     uint16 // 0 = all ports
@@ -58,8 +52,8 @@ type Stats struct {
 	ConnectionsRefused uint64
 }
 
-// Fault is an attached network fault.
-type Fault struct {
+// Programs are an attached network fault's programs.
+type Programs struct {
 	drop   dropObjects
 	refuse *refuseObjects
 	links  []link.Link
@@ -71,8 +65,8 @@ type Fault struct {
 func ppm(rate float64) uint32 { return uint32(math.Round(rate * 1e6)) }
 
 // Attach loads the programs and attaches them to ns.
-func Attach(ns *netns.Handle, opts Options) (_ *Fault, err error) {
-	f := &Fault{}
+func Attach(ns *netns.Handle, opts Options) (_ *Programs, err error) {
+	f := &Programs{}
 	defer func() {
 		if err != nil {
 			f.Close()
@@ -146,29 +140,8 @@ func interfaces(ns *netns.Handle) ([]int, error) {
 	return out, nil
 }
 
-// SetRates changes the drop and reset rates of the running fault.
-func (f *Fault) SetRates(drop, reset float64) error {
-	var cfg dropDropConfig
-	if err := f.drop.DropCfg.Lookup(uint32(0), &cfg); err != nil {
-		return err
-	}
-	cfg.DropPpm = ppm(drop)
-	if err := f.drop.DropCfg.Put(uint32(0), cfg); err != nil {
-		return err
-	}
-	if f.refuse == nil {
-		return nil
-	}
-	var rcfg refuseRefuseConfig
-	if err := f.refuse.RefuseCfg.Lookup(uint32(0), &rcfg); err != nil {
-		return err
-	}
-	rcfg.RefusePpm = ppm(reset)
-	return f.refuse.RefuseCfg.Put(uint32(0), rcfg)
-}
-
 // Stats reads the counters.
-func (f *Fault) Stats() (Stats, error) {
+func (f *Programs) Stats() (Stats, error) {
 	var st Stats
 	if err := sumPerCPU(f.drop.DropStats, &st.PacketsSeen, &st.PacketsDropped); err != nil {
 		return st, err
@@ -195,7 +168,7 @@ func sumPerCPU(m *ebpf.Map, dst ...*uint64) error {
 }
 
 // ProgramIDs returns the kernel IDs of the loaded programs, for leak checks.
-func (f *Fault) ProgramIDs() []ebpf.ProgramID {
+func (f *Programs) ProgramIDs() []ebpf.ProgramID {
 	var ids []ebpf.ProgramID
 	for _, p := range []*ebpf.Program{f.drop.FlDrop, f.refuseProg()} {
 		if p == nil {
@@ -210,7 +183,7 @@ func (f *Fault) ProgramIDs() []ebpf.ProgramID {
 	return ids
 }
 
-func (f *Fault) refuseProg() *ebpf.Program {
+func (f *Programs) refuseProg() *ebpf.Program {
 	if f.refuse == nil {
 		return nil
 	}
@@ -218,7 +191,7 @@ func (f *Fault) refuseProg() *ebpf.Program {
 }
 
 // Close detaches and frees everything. It is safe to call more than once.
-func (f *Fault) Close() error {
+func (f *Programs) Close() error {
 	f.closeOnce.Do(func() {
 		var errs []error
 		for _, l := range f.links {

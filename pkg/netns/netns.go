@@ -70,11 +70,6 @@ func OpenPID(pid int) (*Handle, error) {
 	return Open("/proc/" + strconv.Itoa(pid) + "/ns/net")
 }
 
-// Current opens the network namespace of the calling thread.
-func Current() (*Handle, error) {
-	return Open("/proc/thread-self/ns/net")
-}
-
 func newHandle(f *os.File, path string) (*Handle, error) {
 	typ, err := unix.IoctlRetInt(int(f.Fd()), unix.NS_GET_NSTYPE)
 	if err != nil || typ != unix.CLONE_NEWNET {
@@ -89,6 +84,13 @@ func newHandle(f *os.File, path string) (*Handle, error) {
 		return nil, fmt.Errorf("open own netns: %w", err)
 	}
 	return &Handle{file: f, orig: orig, path: path, id: ID{Dev: st.Dev, Ino: st.Ino}}, nil
+}
+
+// Same reports whether path is still this namespace: false once a named
+// namespace is deleted or a process has exited (or its PID is reused).
+func (h *Handle) Same(path string) bool {
+	var st unix.Stat_t
+	return unix.Stat(path, &st) == nil && st.Dev == h.id.Dev && st.Ino == h.id.Ino
 }
 
 // FD returns the namespace's file descriptor, valid until Close.

@@ -26,13 +26,6 @@ import (
 	"github.com/faultline-dev/faultline/pkg/netns"
 )
 
-// ErrNotSupported is wrapped when the kernel lacks sk_lookup or SOCKMAP.
-var ErrNotSupported = ebpf.ErrNotSupported
-
-// ProgramName is the kernel name of the steering program, used to recognise
-// faultline's programs among all loaded ones.
-const ProgramName = steerProgFlSteer
-
 // Options says what to steer where.
 type Options struct {
 	// Port is the target port (1-65535).
@@ -136,16 +129,6 @@ func (s *Steering) Stats() (Stats, error) {
 		}
 	}
 	return st, nil
-}
-
-// ProgramID returns the kernel ID of the loaded program, for leak checks.
-func (s *Steering) ProgramID() (ebpf.ProgramID, error) {
-	info, err := s.objs.FlSteer.Info()
-	if err != nil {
-		return 0, err
-	}
-	id, _ := info.ID()
-	return id, nil
 }
 
 // Close detaches the program and frees its maps. It is safe to call more

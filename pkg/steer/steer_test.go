@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/faultline-dev/faultline/internal/netnstest"
+	"github.com/faultline-dev/faultline/internal/testkit/netnstest"
 	"github.com/faultline-dev/faultline/pkg/steer"
 )
 

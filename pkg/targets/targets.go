@@ -15,7 +15,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/containerd/errdefs"
+	"github.com/faultline-dev/faultline/pkg/fault"
 )
 
 // DefaultNamespace is the namespace of a selector that names none.
@@ -78,7 +78,7 @@ type ServicePort struct {
 // several), else the target's own default, else def.
 func (t Target) ResolvePort(port int, name string, def int) (int, error) {
 	if port < 0 || port > 65535 {
-		return 0, invalid("port must be in 1-65535, got %d", port)
+		return 0, fault.Invalid("port must be in 1-65535, got %d", port)
 	}
 	if svc := t.Ports.Service; svc != nil {
 		var sp *ServicePort
@@ -91,13 +91,13 @@ func (t Target) ResolvePort(port int, name string, def int) (int, error) {
 		switch {
 		case sp != nil:
 		case port != 0:
-			return 0, invalid("service %q does not expose port %d", svc.Name, port)
+			return 0, fault.Invalid("service %q does not expose port %d", svc.Name, port)
 		case name != "":
-			return 0, invalid("service %q has no port named %q", svc.Name, name)
+			return 0, fault.Invalid("service %q has no port named %q", svc.Name, name)
 		case len(svc.Ports) == 1:
 			sp = &svc.Ports[0]
 		default:
-			return 0, invalid("no port selected and service exposes more than one service")
+			return 0, fault.Invalid("no port selected and service exposes more than one service")
 		}
 		switch {
 		case sp.TargetPortName != "":
@@ -122,11 +122,7 @@ func (t Target) namedPort(name string) (int, error) {
 	if n, ok := t.Ports.Named[name]; ok {
 		return n, nil
 	}
-	return 0, invalid("pod %q does not export port %q", t.Name, name)
-}
-
-func invalid(format string, args ...any) error {
-	return fmt.Errorf("%w: "+format, append([]any{errdefs.ErrInvalidArgument}, args...)...)
+	return 0, fault.Invalid("pod %q does not export port %q", t.Name, name)
 }
 
 // Ref is namespace/name.

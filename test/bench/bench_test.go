@@ -1,15 +1,25 @@
-// Package bench measures faultline's zero-fault overhead against direct
-// traffic, in one run on one machine, and prints a table. It runs only when
-// FAULTLINE_BENCH=1 (make bench), as root.
+// Package bench measures faultline against direct traffic and against a
+// plain L4 splice forwarder, in one run on one machine, and prints tables
+// (make bench, as root). Every figure is a ratio or a difference against a
+// baseline measured in the same run: these machines are shared and noisy.
 //
-// Set-up: the app is a separate Go process serving HTTP/1.1 on :8080 in a
-// pod namespace; faultlined is the real daemon binary; the load comes from
-// wrk (or a Go client when wrk is missing) in a client namespace. Direct and
-// proxied rounds alternate so drift on a shared machine hits both alike,
-// and each figure is the median of the rounds.
+// Set-up: the application is a separate process serving HTTP/1.1 on :8080
+// and gRPC on :9000 in a pod namespace; faultlined and the faultline CLI
+// are the real binaries, built from this tree and, with
+// FAULTLINE_BENCH_BASELINE=REV, from that git revision too, so that both
+// are measured in the same run; the load comes from wrk (or a Go client
+// when wrk is missing) in a client namespace. Rounds alternate so that
+// drift on a shared machine hits every variant alike, and each figure is
+// the median of the rounds.
+//
+// The delay-accuracy table follows the issue's topology: the application
+// and faultlined share CPU 0, a sequential keep-alive client runs alone on
+// CPU 1, and each added latency is a request's latency minus the median of
+// 300 direct requests.
 package bench
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -23,33 +33,33 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
-	"google.golang.org/protobuf/types/known/durationpb"
 
-	"github.com/faultline-dev/faultline/internal/netnstest"
-	"github.com/faultline-dev/faultline/internal/proctest"
+	"github.com/faultline-dev/faultline/internal/testkit/netnstest"
 	"github.com/faultline-dev/faultline/pkg/netns"
-	pb "github.com/faultline-dev/faultline/proto/faultline/v1"
 )
 
 func TestMain(m *testing.M) {
-	if path := os.Getenv("FL_BENCH_APP_NETNS"); path != "" {
-		runApp(path)
-		return
+	switch {
+	case os.Getenv("FL_BENCH_APP_NETNS") != "":
+		runApp(os.Getenv("FL_BENCH_APP_NETNS"))
+	case os.Getenv("FL_BENCH_L4_NETNS") != "":
+		runL4(os.Getenv("FL_BENCH_L4_NETNS"))
+	case os.Getenv("FL_BENCH_CLIENT_NETNS") != "":
+		runClient(os.Getenv("FL_BENCH_CLIENT_NETNS"), os.Args[len(os.Args)-3:])
+	default:
+		os.Exit(m.Run())
 	}
-	if path := os.Getenv("FL_BENCH_L4_NETNS"); path != "" {
-		runL4(path)
-		return
-	}
-	os.Exit(m.Run())
 }
 
-// runApp is the application process: a plain net/http server.
+// runApp is the application process: a plain net/http server and a
+// grpc-go echo service.
 func runApp(path string) {
 	ln, _ := listenIn(path, ":8080")
 	gln, _ := listenIn(path, ":9000")
@@ -95,6 +105,55 @@ func runL4(path string) {
 	}
 }
 
+// runClient is the delay-accuracy client, a process of its own so that
+// it can run alone on a CPU: args are http|grpc, the address and a count;
+// it prints each sequential call's latency in microseconds.
+func runClient(path string, args []string) {
+	ns, err := netns.Open(path)
+	if err != nil {
+		panic(err)
+	}
+	n, _ := strconv.Atoi(args[2])
+	dial := ns.Dialer(nil)
+	var call func() error
+	switch args[0] {
+	case "http":
+		c, err := dial(context.Background(), "tcp", args[1])
+		if err != nil {
+			panic(err)
+		}
+		req, buf := []byte("GET / HTTP/1.1\r\nHost: app\r\n\r\n"), make([]byte, 4096)
+		call = func() error {
+			if _, err := c.Write(req); err != nil {
+				return err
+			}
+			return readResponse(c, buf)
+		}
+	case "grpc":
+		cc, err := grpc.NewClient("passthrough:///"+args[1], grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) { return dial(ctx, "tcp", a) }))
+		if err != nil {
+			panic(err)
+		}
+		c := testpb.NewTestServiceClient(cc)
+		req := &testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte("hello")}}
+		call = func() error { _, err := c.UnaryCall(context.Background(), req); return err }
+	}
+	idle, _ := time.ParseDuration(os.Getenv("FL_BENCH_CLIENT_IDLE"))
+	w := bufio.NewWriter(os.Stdout)
+	for i := -10; i < n; i++ { // 10 to warm up
+		time.Sleep(idle)
+		start := time.Now()
+		if err := call(); err != nil {
+			panic(err)
+		}
+		if i >= 0 {
+			fmt.Fprintln(w, time.Since(start).Microseconds())
+		}
+	}
+	w.Flush()
+}
+
 // listenIn listens on addr inside the namespace at path, or panics: it
 // runs in the helper processes, where there is no test to fail.
 func listenIn(path, addr string) (net.Listener, *netns.Handle) {
@@ -111,63 +170,61 @@ func listenIn(path, addr string) (net.Listener, *netns.Handle) {
 
 const rounds = 3
 
+// version is a build of faultline: this tree, or the baseline revision.
+type version struct {
+	name   string
+	bin    string
+	socket string
+	daemon *exec.Cmd
+}
+
 func TestBenchTable(t *testing.T) {
 	if os.Getenv("FAULTLINE_BENCH") == "" {
 		t.Skip("set FAULTLINE_BENCH=1 (make bench)")
 	}
 	n := netnstest.NewNet(t)
 	pod, client := n.AddHost("pod"), n.AddHost("client")
-	startProcess(t, exec.Command("/proc/self/exe"), "FL_BENCH_APP_NETNS="+pod.Path)
+	app := startProcess(t, exec.Command("/proc/self/exe"), "FL_BENCH_APP_NETNS="+pod.Path)
 	startProcess(t, exec.Command("/proc/self/exe"), "FL_BENCH_L4_NETNS="+pod.Path)
 	url := "http://" + netip.AddrPortFrom(pod.Addr, 8080).String() + "/"
 	l4url := "http://" + netip.AddrPortFrom(pod.Addr, 9090).String() + "/"
 	waitHTTP(t, client, url)
 	waitHTTP(t, client, l4url)
 
-	bin := t.TempDir()
-	if out, err := exec.Command("go", "build", "-o", bin+"/", "../../cmd/faultlined").CombinedOutput(); err != nil {
-		t.Fatalf("build faultlined: %v\n%s", err, out)
+	versions := []*version{build(t, "this tree", "")}
+	if rev := os.Getenv("FAULTLINE_BENCH_BASELINE"); rev != "" {
+		versions = append(versions, build(t, "baseline "+rev, rev))
 	}
-	socket := filepath.Join(t.TempDir(), "fl.sock")
-	startProcess(t, exec.Command(filepath.Join(bin, "faultlined"), "--socket", socket, "--log-level", "warn"))
-	api := dialNode(t, socket)
-
-	var fault context.CancelFunc
-	setProxy := func(on bool) {
-		if !on {
-			if fault != nil {
-				fault()
-				fault = nil
-				time.Sleep(200 * time.Millisecond)
-			}
-			return
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		fault = cancel
-		go api.Inject(ctx, &pb.InjectRequest{
-			Target:   &pb.Target{Kind: &pb.Target_NetnsPath{NetnsPath: pod.Path}},
-			Duration: durationpb.New(time.Hour),
-			Fault:    &pb.InjectRequest_Http{Http: &pb.HTTPFault{Port: 8080}},
-		})
-		go api.Inject(ctx, &pb.InjectRequest{
-			Target:   &pb.Target{Kind: &pb.Target_NetnsPath{NetnsPath: pod.Path}},
-			Duration: durationpb.New(time.Hour),
-			Fault:    &pb.InjectRequest_Grpc{Grpc: &pb.GrpcFault{Port: 9000}},
-		})
-		proctest.WaitFaults(t, api, 2)
+	for _, v := range versions {
+		v.socket = filepath.Join(t.TempDir(), "fl.sock")
+		v.daemon = startProcess(t, exec.Command(filepath.Join(v.bin, "faultlined"), "--socket", v.socket, "--log-level", "warn"))
+		waitSocket(t, v.socket)
 	}
-	defer setProxy(false)
 
 	wrk, _ := exec.LookPath("wrk")
 	grpcAddr := netip.AddrPortFrom(pod.Addr, 9000).String()
 	type sample struct{ ka, close, p50, p99, grpc []float64 }
-	res := map[string]*sample{"direct": {}, "proxied": {}, "l4": {}}
-	for r := 0; r < rounds; r++ {
-		for _, mode := range []string{"direct", "proxied", "l4"} {
-			setProxy(mode == "proxied")
+	res := map[string]*sample{"direct": {}, "l4": {}}
+	for _, v := range versions {
+		res[v.name] = &sample{}
+	}
+	modes := []string{"direct", "l4"}
+	for _, v := range versions {
+		modes = append(modes, v.name)
+	}
+	only := os.Getenv("FAULTLINE_BENCH_ONLY") // "accuracy" skips the first table
+	for r := 0; r < rounds && only != "accuracy"; r++ {
+		for _, mode := range modes {
 			u := url
-			if mode == "l4" {
+			var stop func()
+			switch mode {
+			case "direct":
+			case "l4":
 				u = l4url
+			default:
+				stop = inject(t, versionNamed(versions, mode), pod.Path, "http", "--port", "8080")
+				stopGRPC := inject(t, versionNamed(versions, mode), pod.Path, "grpc", "--port", "9000")
+				stop = func(a, b func()) func() { return func() { a(); b() } }(stop, stopGRPC)
 			}
 			s := res[mode]
 			s.ka = append(s.ka, load(t, wrk, client, u, false))
@@ -178,32 +235,198 @@ func TestBenchTable(t *testing.T) {
 			if mode != "l4" {
 				s.grpc = append(s.grpc, grpcLoad(t, client, grpcAddr))
 			}
-			setProxy(false)
+			if stop != nil {
+				stop()
+			}
 		}
 	}
-	d, p, l4 := res["direct"], res["proxied"], res["l4"]
 	tool := "wrk -t2 -c50 3s"
 	if wrk == "" {
 		tool = "Go client, 50 conns, 3s"
 	}
-	fmt.Printf("\nfaultline zero-fault overhead, HTTP/1.1, median of %d alternating rounds (%s)\n\n", rounds, tool)
-	fmt.Printf("| %-34s | %10s | %17s | %17s |\n", "measure", "direct", "faultline proxy", "L4 splice (ref.)")
-	fmt.Printf("|%s|%s|%s|%s|\n", strings.Repeat("-", 36), strings.Repeat("-", 12), strings.Repeat("-", 19), strings.Repeat("-", 19))
-	row := func(name string, a, b, c float64) {
-		fmt.Printf("| %-34s | %10.0f | %8.0f (%5.1f%%) | %8.0f (%5.1f%%) |\n", name, a, b, 100*b/a, c, 100*c/a)
+	d, l4 := res["direct"], res["l4"]
+	fmt.Printf("\nfaultline zero-fault overhead, median of %d alternating rounds (%s)\n\n", rounds, tool)
+	header := fmt.Sprintf("| %-40s | %10s | %19s |", "measure", "direct", "L4 splice (ref.)")
+	rule := fmt.Sprintf("|%s|%s|%s|", strings.Repeat("-", 42), strings.Repeat("-", 12), strings.Repeat("-", 21))
+	for _, v := range versions {
+		header += fmt.Sprintf(" %-21s |", "faultline, "+v.name)
+		rule += strings.Repeat("-", 23) + "|"
 	}
-	row("keep-alive requests/s", median(d.ka), median(p.ka), median(l4.ka))
-	row("new connection per request, req/s", median(d.close), median(p.close), median(l4.close))
-	lat := func(name string, a, b, c float64) {
-		fmt.Printf("| %-34s | %7.0f µs | %6.0f µs (%+4.0f) | %6.0f µs (%+4.0f) |\n", name, a, b, b-a, c, c-a)
+	if only != "accuracy" {
+		fmt.Println(header)
+		fmt.Println(rule)
+		ratio := func(name string, get func(*sample) []float64) {
+			a := median(get(d))
+			line := fmt.Sprintf("| %-40s | %10.0f |", name, a)
+			if l := get(l4); len(l) > 0 {
+				line += fmt.Sprintf(" %9.0f (%5.1f%%) |", median(l), 100*median(l)/a)
+			} else {
+				line += fmt.Sprintf(" %19s |", "-")
+			}
+			for _, v := range versions {
+				b := median(get(res[v.name]))
+				line += fmt.Sprintf(" %11.0f (%5.1f%%) |", b, 100*b/a)
+			}
+			fmt.Println(line)
+		}
+		lat := func(name string, get func(*sample) []float64) {
+			a := median(get(d))
+			line := fmt.Sprintf("| %-40s | %7.0f µs | %9.0f µs (%+4.0f) |", name, a, median(get(l4)), median(get(l4))-a)
+			for _, v := range versions {
+				b := median(get(res[v.name]))
+				line += fmt.Sprintf(" %11.0f µs (%+4.0f) |", b, b-a)
+			}
+			fmt.Println(line)
+		}
+		ratio("keep-alive requests/s", func(s *sample) []float64 { return s.ka })
+		ratio("new connection per request, req/s", func(s *sample) []float64 { return s.close })
+		lat("p50 latency, sequential keep-alive", func(s *sample) []float64 { return s.p50 })
+		lat("p99 latency, sequential keep-alive", func(s *sample) []float64 { return s.p99 })
+		ratio("gRPC unary calls/s (1 conn, 50 streams)", func(s *sample) []float64 { return s.grpc })
 	}
-	lat("p50 latency, sequential keep-alive", median(d.p50), median(p.p50), median(l4.p50))
-	lat("p99 latency, sequential keep-alive", median(d.p99), median(p.p99), median(l4.p99))
-	fmt.Printf("| %-34s | %10.0f | %8.0f (%5.1f%%) | %17s |\n", "gRPC unary calls/s (1 conn, 50 streams)", median(d.grpc), median(p.grpc), 100*median(p.grpc)/median(d.grpc), "-")
+
+	// Delay accuracy: app and daemon on CPU 0, the client alone on CPU 1.
+	for _, p := range []*exec.Cmd{app} {
+		pin(t, p, "0")
+	}
+	for _, v := range versions {
+		pin(t, v.daemon, "0")
+	}
+	const requests, base = 500, 300
+	fmt.Printf("\ndelay accuracy, 100ms ± 20ms, %d sequential keep-alive requests each; added = latency − median of %d direct requests;\napp and faultlined on CPU 0, client on CPU 1\n\n", requests, base)
+	fmt.Printf("| %-12s | %-22s | %12s | %12s | %22s |\n", "protocol", "build", "mean added", "p50 added", "share in [80, 120] ms")
+	fmt.Printf("|%s|%s|%s|%s|%s|\n", strings.Repeat("-", 14), strings.Repeat("-", 24), strings.Repeat("-", 14), strings.Repeat("-", 14), strings.Repeat("-", 24))
+	for _, proto := range []struct{ name, addr, kind, port string }{
+		{"HTTP/1.1", netip.AddrPortFrom(pod.Addr, 8080).String(), "http", "8080"},
+		{"gRPC", grpcAddr, "grpc", "9000"},
+	} {
+		direct := clientRun(t, client, proto.kind, proto.addr, base)
+		slices.Sort(direct)
+		zero := direct[len(direct)/2]
+		// What any added latency costs here: direct requests that each
+		// follow 100 ms of idleness find the CPUs and caches cold.
+		cold := clientRun(t, client, proto.kind, proto.addr, 100, "FL_BENCH_CLIENT_IDLE=100ms")
+		slices.Sort(cold)
+		fmt.Printf("| %-12s | %-22s | %12s | %9.2f ms | %22s |\n", proto.name, "direct, 100ms idle before", "-", (cold[len(cold)/2]-zero)/1000, "-")
+		for _, v := range versions {
+			stop := inject(t, v, pod.Path, proto.kind, "--port", proto.port, "--delay", "100ms", "--delay-variation", "20ms")
+			lat := clientRun(t, client, proto.kind, proto.addr, requests)
+			stop()
+			var sum float64
+			in := 0
+			added := make([]float64, len(lat))
+			for i, l := range lat {
+				added[i] = (l - zero) / 1000
+				sum += added[i]
+				if added[i] >= 80 && added[i] <= 120 {
+					in++
+				}
+			}
+			slices.Sort(added)
+			fmt.Printf("| %-12s | %-22s | %9.2f ms | %9.2f ms | %21.1f%% |\n", proto.name, v.name, sum/float64(len(added)), added[len(added)/2], 100*float64(in)/float64(len(added)))
+		}
+	}
 	fmt.Println()
 }
 
-func startProcess(t *testing.T, cmd *exec.Cmd, env ...string) {
+func versionNamed(vs []*version, name string) *version {
+	for _, v := range vs {
+		if v.name == name {
+			return v
+		}
+	}
+	return nil
+}
+
+// build builds faultlined and faultline from this tree, or from git
+// revision rev in a temporary worktree.
+func build(t *testing.T, name, rev string) *version {
+	t.Helper()
+	bin, src := t.TempDir(), "../.."
+	if rev != "" {
+		src = filepath.Join(t.TempDir(), "src")
+		if out, err := exec.Command("git", "worktree", "add", "--detach", src, rev).CombinedOutput(); err != nil {
+			t.Fatalf("git worktree add %s: %v\n%s", rev, err, out)
+		}
+		t.Cleanup(func() { exec.Command("git", "worktree", "remove", "--force", src).Run() })
+	}
+	cmd := exec.Command("go", "build", "-o", bin+"/", "./cmd/faultlined", "./cmd/faultline")
+	cmd.Dir = src
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v\n%s", name, err, out)
+	}
+	return &version{name: name, bin: bin}
+}
+
+// inject starts a fault with the version's own CLI (whose flags every
+// version shares) and returns a function that revokes it (Ctrl-C).
+func inject(t *testing.T, v *version, netnsPath, kind string, args ...string) func() {
+	t.Helper()
+	id := fmt.Sprintf("bench-%d", time.Now().UnixNano())
+	cmd := exec.Command(filepath.Join(v.bin, "faultline"), append([]string{"inject", kind, "--id", id, "--socket", v.socket, "--netns", netnsPath, "--duration", "1h"}, args...)...)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitListed(t, v, id, true)
+	return func() {
+		cmd.Process.Signal(syscall.SIGINT)
+		cmd.Wait()
+		waitListed(t, v, id, false)
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// waitListed waits until the version's daemon lists the fault id, or no
+// longer does (through its own CLI, whose list every version has).
+func waitListed(t *testing.T, v *version, id string, listed bool) {
+	t.Helper()
+	for range 500 {
+		out, err := exec.Command(filepath.Join(v.bin, "faultline"), "list", "--socket", v.socket).Output()
+		if err == nil && strings.Contains(string(out), id) == listed {
+			time.Sleep(20 * time.Millisecond) // listed as soon as it is set up
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("%s: faultlined does not list %s", v.name, id)
+}
+
+// clientRun runs the accuracy client alone on CPU 1 and returns its
+// latencies in microseconds.
+func clientRun(t *testing.T, h *netnstest.Host, kind, addr string, n int, env ...string) []float64 {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("taskset", "-c", "1", self, kind, addr, strconv.Itoa(n))
+	cmd.Env = append(append(os.Environ(), "FL_BENCH_CLIENT_NETNS="+h.Path), env...)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("accuracy client: %v", err)
+	}
+	var lat []float64
+	for _, line := range strings.Fields(string(out)) {
+		v, _ := strconv.ParseFloat(line, 64)
+		lat = append(lat, v)
+	}
+	if len(lat) != n {
+		t.Fatalf("accuracy client printed %d latencies, want %d", len(lat), n)
+	}
+	return lat
+}
+
+// pin moves every thread of a running process to cpus.
+func pin(t *testing.T, p *exec.Cmd, cpus string) {
+	t.Helper()
+	if out, err := exec.Command("taskset", "-a", "-p", "-c", cpus, strconv.Itoa(p.Process.Pid)).CombinedOutput(); err != nil {
+		t.Fatalf("taskset: %v\n%s", err, out)
+	}
+}
+
+func startProcess(t *testing.T, cmd *exec.Cmd, env ...string) *exec.Cmd {
 	t.Helper()
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stderr = os.Stderr
@@ -211,6 +434,17 @@ func startProcess(t *testing.T, cmd *exec.Cmd, env ...string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return cmd
+}
+
+func waitSocket(t *testing.T, path string) {
+	for range 500 {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("no socket %s", path)
 }
 
 func waitHTTP(t *testing.T, h *netnstest.Host, url string) {
@@ -223,21 +457,6 @@ func waitHTTP(t *testing.T, h *netnstest.Host, url string) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatal("app did not come up")
-}
-
-func dialNode(t *testing.T, socket string) pb.NodeClient {
-	for i := 0; i < 200; i++ {
-		if _, err := os.Stat(socket); err == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return pb.NewNodeClient(conn)
 }
 
 var wrkRPS = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)

@@ -35,7 +35,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/faultline-dev/faultline/internal/ctrkit"
+	"github.com/faultline-dev/faultline/internal/testkit/ctrkit"
 )
 
 const (

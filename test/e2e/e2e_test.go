@@ -26,8 +26,8 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/faultline-dev/faultline/internal/k6model"
-	"github.com/faultline-dev/faultline/internal/netnstest"
+	"github.com/faultline-dev/faultline/internal/testkit/k6model"
+	"github.com/faultline-dev/faultline/internal/testkit/netnstest"
 	pb "github.com/faultline-dev/faultline/proto/faultline/v1"
 )
 

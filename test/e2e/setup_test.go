@@ -23,7 +23,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/faultline-dev/faultline/internal/ctrkit"
+	"github.com/faultline-dev/faultline/internal/testkit/ctrkit"
 	"github.com/faultline-dev/faultline/pkg/auth"
 	pb "github.com/faultline-dev/faultline/proto/faultline/v1"
 )

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/faultline-dev/faultline/internal/k6model"
+	"github.com/faultline-dev/faultline/internal/testkit/k6model"
 	"github.com/faultline-dev/faultline/pkg/auth"
 	"github.com/faultline-dev/faultline/pkg/gateway"
 )

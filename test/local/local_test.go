@@ -21,9 +21,9 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"github.com/faultline-dev/faultline/internal/ctrkit"
-	"github.com/faultline-dev/faultline/internal/netnstest"
-	"github.com/faultline-dev/faultline/internal/proctest"
+	"github.com/faultline-dev/faultline/internal/testkit/ctrkit"
+	"github.com/faultline-dev/faultline/internal/testkit/netnstest"
+	"github.com/faultline-dev/faultline/internal/testkit/proctest"
 	"github.com/faultline-dev/faultline/pkg/gateway"
 	ctrsource "github.com/faultline-dev/faultline/pkg/targets/containerd"
 	pb "github.com/faultline-dev/faultline/proto/faultline/v1"
@@ -330,7 +330,7 @@ func TestPartialFailureRollsBack(t *testing.T) {
 	node, _, _ := tr.Node(context.Background(), "local")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go node.Inject(ctx, &pb.InjectRequest{Id: "already-there", Target: &pb.Target{Kind: &pb.Target_NetnsPath{NetnsPath: l.hosts["catalog-2"].Path}},
+	go proctest.Inject(ctx, node, &pb.InjectRequest{Id: "already-there", Target: &pb.Target{Kind: &pb.Target_NetnsPath{NetnsPath: l.hosts["catalog-2"].Path}},
 		Duration: durationpb.New(time.Minute), Fault: &pb.InjectRequest_Http{Http: &pb.HTTPFault{Port: 8080, ErrorRate: 1, ErrorCode: 418}}})
 	waitFaults(t, l, 1)
 

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/faultline-dev/faultline/internal/netnstest"
+	"github.com/faultline-dev/faultline/internal/testkit/netnstest"
 	"github.com/faultline-dev/faultline/pkg/auth"
 	pb "github.com/faultline-dev/faultline/proto/faultline/v1"
 	"google.golang.org/grpc"

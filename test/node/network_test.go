@@ -16,7 +16,8 @@ import (
 
 	"github.com/cilium/ebpf"
 
-	"github.com/faultline-dev/faultline/internal/netnstest"
+	"github.com/faultline-dev/faultline/internal/testkit/netnstest"
+	"github.com/faultline-dev/faultline/internal/testkit/proctest"
 	pb "github.com/faultline-dev/faultline/proto/faultline/v1"
 )
 
@@ -53,7 +54,7 @@ func TestSIGKILLDuringDropLeavesNothingBehind(t *testing.T) {
 	nd := newNode(t)
 	before := netnstest.ProgramsNamed(t, netnstest.ProgramNames...)
 	rate := 1.0
-	go nd.api.Inject(context.Background(), nd.networkRequest(time.Minute, &pb.NetworkFault{Port: 8080, Protocol: "tcp", DropRate: &rate}))
+	go proctest.Inject(context.Background(), nd.api, nd.networkRequest(time.Minute, &pb.NetworkFault{Port: 8080, Protocol: "tcp", DropRate: &rate}))
 	nd.waitFaults(t, 1)
 	var ne net.Error
 	if err := nd.dialErr(8080, 500*time.Millisecond); !errors.Is(err, context.DeadlineExceeded) && !(errors.As(err, &ne) && ne.Timeout()) {
@@ -83,7 +84,7 @@ func TestNetworkFaultEndsCleanly(t *testing.T) {
 	rate := 0.0
 	done := make(chan *pb.InjectResponse, 1)
 	go func() {
-		resp, err := nd.api.Inject(context.Background(), nd.networkRequest(2*time.Second, &pb.NetworkFault{Port: 8080, Protocol: "tcp", DropRate: &rate, ResetRate: 1}))
+		resp, err := proctest.Inject(context.Background(), nd.api, nd.networkRequest(2*time.Second, &pb.NetworkFault{Port: 8080, Protocol: "tcp", DropRate: &rate, ResetRate: 1}))
 		if err != nil {
 			t.Error(err)
 		}
@@ -112,21 +113,21 @@ func TestFaultKindsSideBySide(t *testing.T) {
 	rate := 1.0
 	drop := nd.networkRequest(time.Minute, &pb.NetworkFault{Port: 9999, Protocol: "tcp", DropRate: &rate})
 	drop.Id = "drop-9999"
-	go nd.api.Inject(ctx, drop)
+	go proctest.Inject(ctx, nd.api, drop)
 	nd.waitFaults(t, 1)
 	// An HTTP fault on another port runs beside the drop.
-	go nd.api.Inject(ctx, nd.httpRequest(time.Minute, &pb.HTTPFault{ErrorRate: 1, ErrorCode: 503}))
+	go proctest.Inject(ctx, nd.api, nd.httpRequest(time.Minute, &pb.HTTPFault{ErrorRate: 1, ErrorCode: 503}))
 	nd.waitFaults(t, 2)
 	if code, _ := nd.get(t); code != 503 {
 		t.Errorf("http fault beside the drop: %d", code)
 	}
 	// A drop on all ports collides with both.
-	_, err := nd.api.Inject(context.Background(), nd.networkRequest(time.Minute, &pb.NetworkFault{}))
+	_, err := proctest.Inject(context.Background(), nd.api, nd.networkRequest(time.Minute, &pb.NetworkFault{}))
 	if st, _ := status.FromError(err); st.Code() != codes.FailedPrecondition || !strings.Contains(st.Message(), "fault") {
 		t.Errorf("drop on all ports: %v", err)
 	}
 	// So does a gRPC fault on the dropped port.
-	_, err = nd.api.Inject(context.Background(), &pb.InjectRequest{Target: drop.Target, Duration: durationpb.New(time.Minute),
+	_, err = proctest.Inject(context.Background(), nd.api, &pb.InjectRequest{Target: drop.Target, Duration: durationpb.New(time.Minute),
 		Fault: &pb.InjectRequest_Grpc{Grpc: &pb.GrpcFault{Port: 9999}}})
 	if st, _ := status.FromError(err); st.Code() != codes.FailedPrecondition || !strings.Contains(st.Message(), `"drop-9999"`) {
 		t.Errorf("grpc fault on the dropped port: %v", err)
@@ -134,7 +135,7 @@ func TestFaultKindsSideBySide(t *testing.T) {
 	// UDP on the same port does not collide with a TCP drop.
 	udp := 0.5
 	u := nd.networkRequest(time.Minute, &pb.NetworkFault{Port: 9999, Protocol: "udp", DropRate: &udp})
-	go nd.api.Inject(ctx, u)
+	go proctest.Inject(ctx, nd.api, u)
 	nd.waitFaults(t, 3)
 }
 
@@ -169,7 +170,7 @@ func TestGRPCAndNetworkValidation(t *testing.T) {
 			case *pb.NetworkFault:
 				req.Fault = &pb.InjectRequest_Network{Network: f}
 			}
-			_, err := nd.api.Inject(context.Background(), req)
+			_, err := proctest.Inject(context.Background(), nd.api, req)
 			st, _ := status.FromError(err)
 			if st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), tc.want) {
 				t.Errorf("got %v %q, want InvalidArgument containing %q", st.Code(), st.Message(), tc.want)

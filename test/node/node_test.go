@@ -21,8 +21,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"github.com/faultline-dev/faultline/internal/netnstest"
-	"github.com/faultline-dev/faultline/internal/proctest"
+	"github.com/faultline-dev/faultline/internal/testkit/netnstest"
+	"github.com/faultline-dev/faultline/internal/testkit/proctest"
 	pb "github.com/faultline-dev/faultline/proto/faultline/v1"
 )
 
@@ -126,7 +126,7 @@ func TestInjectBlocksAndReturnsCounters(t *testing.T) {
 	done := make(chan *pb.InjectResponse, 1)
 	start := time.Now()
 	go func() {
-		resp, err := nd.api.Inject(context.Background(), nd.httpRequest(2*time.Second, &pb.HTTPFault{ErrorRate: 1, ErrorCode: 503}))
+		resp, err := proctest.Inject(context.Background(), nd.api, nd.httpRequest(2*time.Second, &pb.HTTPFault{ErrorRate: 1, ErrorCode: 503}))
 		if err != nil {
 			t.Error(err)
 		}
@@ -185,7 +185,7 @@ func TestCallerCancelRevokes(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			errc := make(chan error, 1)
 			go func() {
-				_, err := nd.api.Inject(ctx, kind.fault(nd))
+				_, err := proctest.Inject(ctx, nd.api, kind.fault(nd))
 				errc <- err
 			}()
 			nd.waitFaults(t, 1)
@@ -213,7 +213,7 @@ func TestRevoke(t *testing.T) {
 	req := nd.httpRequest(time.Minute, &pb.HTTPFault{ErrorRate: 1, ErrorCode: 503})
 	req.Id = "checkout-slow"
 	go func() {
-		resp, _ := nd.api.Inject(context.Background(), req)
+		resp, _ := proctest.Inject(context.Background(), nd.api, req)
 		done <- resp
 	}()
 	faults := nd.waitFaults(t, 1)
@@ -242,7 +242,7 @@ func TestSIGKILLLeavesNothingBehind(t *testing.T) {
 	for _, kind := range proxyKinds {
 		t.Run(kind.name, func(t *testing.T) {
 			nd := newNode(t)
-			go nd.api.Inject(context.Background(), kind.fault(nd))
+			go proctest.Inject(context.Background(), nd.api, kind.fault(nd))
 			nd.waitFaults(t, 1)
 			kind.during(t, nd)
 			progs := netnstest.AttachedPrograms(t, nd.pod.NS)
@@ -279,8 +279,8 @@ func TestValidation(t *testing.T) {
 		{"errorRate above 1", func(_ *pb.InjectRequest, f *pb.HTTPFault) { f.ErrorRate, f.ErrorCode = 1.5, 500 }, "errorRate must be in the range [0, 1], got 1.5"},
 		{"errorRate negative", func(_ *pb.InjectRequest, f *pb.HTTPFault) { f.ErrorRate = -0.1 }, "errorRate must be in the range [0, 1], got -0.1"},
 		{"delayVariation above averageDelay", func(_ *pb.InjectRequest, f *pb.HTTPFault) { f.AverageDelay, f.DelayVariation = ms(100), ms(200) }, "delayVariation (200ms) must not be greater than averageDelay (100ms)"},
-		{"errorCode missing", func(_ *pb.InjectRequest, f *pb.HTTPFault) { f.ErrorRate = 0.5 }, "errorCode must be an HTTP status in 100-599 when errorRate > 0, got 0"},
-		{"errorCode 600", func(_ *pb.InjectRequest, f *pb.HTTPFault) { f.ErrorRate, f.ErrorCode = 0.5, 600 }, "errorCode must be an HTTP status in 100-599 when errorRate > 0, got 600"},
+		{"errorCode missing", func(_ *pb.InjectRequest, f *pb.HTTPFault) { f.ErrorRate = 0.5 }, "errorCode must be an HTTP status in 200-599 when errorRate > 0, got 0"},
+		{"errorCode 600", func(_ *pb.InjectRequest, f *pb.HTTPFault) { f.ErrorRate, f.ErrorCode = 0.5, 600 }, "errorCode must be an HTTP status in 200-599, got 600"},
 		{"errorCode 99", func(_ *pb.InjectRequest, f *pb.HTTPFault) { f.ErrorRate, f.ErrorCode = 0.5, 99 }, "got 99"},
 		{"duration under 1s", func(r *pb.InjectRequest, _ *pb.HTTPFault) { r.Duration = ms(999) }, "duration must be at least 1s, got 999ms"},
 		{"duration missing", func(r *pb.InjectRequest, _ *pb.HTTPFault) { r.Duration = nil }, "duration must be at least 1s, got 0s"},
@@ -310,7 +310,7 @@ func TestValidation(t *testing.T) {
 			f := &pb.HTTPFault{Port: 8080}
 			req := nd.httpRequest(time.Minute, f)
 			tc.edit(req, f)
-			_, err := nd.api.Inject(context.Background(), req)
+			_, err := proctest.Inject(context.Background(), nd.api, req)
 			st, _ := status.FromError(err)
 			if st.Code() != codes.InvalidArgument || !strings.Contains(st.Message(), tc.want) {
 				t.Errorf("got %v %q, want InvalidArgument containing %q", st.Code(), st.Message(), tc.want)
@@ -320,7 +320,7 @@ func TestValidation(t *testing.T) {
 	// A pod target needs Kubernetes mode.
 	podReq := nd.httpRequest(time.Minute, &pb.HTTPFault{Port: 8080})
 	podReq.Target = &pb.Target{Kind: &pb.Target_Pod{Pod: &pb.PodRef{Namespace: "shop", Name: "web-1"}}}
-	if _, err := nd.api.Inject(context.Background(), podReq); status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "Kubernetes mode") {
+	if _, err := proctest.Inject(context.Background(), nd.api, podReq); status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "Kubernetes mode") {
 		t.Errorf("pod target in local mode: got %v, want FailedPrecondition about Kubernetes mode", err)
 	}
 	if n := len(netnstest.AttachedPrograms(t, nd.pod.NS)); n != 0 {
@@ -332,9 +332,9 @@ func TestValidation(t *testing.T) {
 	first.Id = "first"
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go nd.api.Inject(ctx, first)
+	go proctest.Inject(ctx, nd.api, first)
 	nd.waitFaults(t, 1)
-	_, err := nd.api.Inject(context.Background(), nd.httpRequest(time.Minute, &pb.HTTPFault{}))
+	_, err := proctest.Inject(context.Background(), nd.api, nd.httpRequest(time.Minute, &pb.HTTPFault{}))
 	if st, _ := status.FromError(err); st.Code() != codes.FailedPrecondition || !strings.Contains(st.Message(), `fault "first"`) {
 		t.Errorf("second fault: %v %q, want FailedPrecondition naming \"first\"", st.Code(), st.Message())
 	}

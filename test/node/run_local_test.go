@@ -16,10 +16,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/faultline-dev/faultline/internal/incident"
-	"github.com/faultline-dev/faultline/internal/k6model"
-	"github.com/faultline-dev/faultline/internal/netnstest"
-	"github.com/faultline-dev/faultline/internal/proctest"
+	"github.com/faultline-dev/faultline/internal/testkit/incident"
+	"github.com/faultline-dev/faultline/internal/testkit/k6model"
+	"github.com/faultline-dev/faultline/internal/testkit/netnstest"
+	"github.com/faultline-dev/faultline/internal/testkit/proctest"
 	"github.com/faultline-dev/faultline/pkg/targets/netnsdir"
 )
 
@@ -39,7 +39,7 @@ type namedNetnsLab struct {
 func newNamedNetnsLab(t *testing.T) *namedNetnsLab {
 	t.Helper()
 	n := netnstest.NewNet(t)
-	bin, err := proctest.Build("../../examples/catalog", "../../examples/recommendations", "../../internal/k6model/cmd/k6")
+	bin, err := proctest.Build("../../examples/catalog", "../../examples/recommendations", "../../internal/testkit/k6model/cmd/k6")
 	if err != nil {
 		t.Fatal(err)
 	}

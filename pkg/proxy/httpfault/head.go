@@ -80,6 +80,11 @@ func (it *headerIter) next() (name, value []byte, ok bool, err error) {
 	if len(line) == 0 {
 		return nil, nil, false, nil
 	}
+	if bytes.IndexByte(line, '\r') >= 0 || bytes.IndexByte(line, 0) >= 0 {
+		// A bare CR or a NUL: net/http refuses them, and an application
+		// that splits lines at CR would see headers the proxy did not.
+		return nil, nil, false, errMalformed
+	}
 	if line[0] == ' ' || line[0] == '\t' { // obsolete line folding
 		return nil, nil, false, errMalformed
 	}
@@ -103,6 +108,7 @@ type framing struct {
 	expect100     bool
 	proto11       bool
 	badTE         bool // a Transfer-Encoding other than ending in chunked
+	sawTE         bool
 }
 
 // hasBody reports whether a request with this framing carries a body.
@@ -111,7 +117,6 @@ func (f framing) hasBody() bool { return f.chunked || f.contentLength > 0 }
 func parseFraming(it headerIter, proto11 bool) (framing, error) {
 	f := framing{contentLength: -1, proto11: proto11}
 	keepAlive := false
-	sawTE := false
 	for {
 		name, value, ok, err := it.next()
 		if err != nil {
@@ -128,7 +133,7 @@ func parseFraming(it headerIter, proto11 bool) (framing, error) {
 			}
 			f.contentLength = n
 		case asciiEqualFold(name, "transfer-encoding"):
-			sawTE = true
+			f.sawTE = true
 			codings := bytes.Split(value, []byte(","))
 			last := bytes.TrimSpace(codings[len(codings)-1])
 			f.chunked = asciiEqualFold(last, "chunked")
@@ -149,7 +154,7 @@ func parseFraming(it headerIter, proto11 bool) (framing, error) {
 			f.expect100 = asciiEqualFold(value, "100-continue")
 		}
 	}
-	if sawTE && f.contentLength >= 0 {
+	if f.sawTE && f.contentLength >= 0 {
 		// Both framings: a request smuggling vector; refuse it.
 		return f, errMalformed
 	}
@@ -182,7 +187,12 @@ func parseRequestHead(raw []byte) (*requestHead, error) {
 	if err != nil {
 		return nil, err
 	}
-	if f.badTE {
+	if f.badTE || (f.sawTE && !f.proto11) {
+		// Transfer-Encoding on HTTP/1.0 is undefined (net/http ignores it,
+		// others honour it): a request smuggling shape; refuse it.
+		return nil, errMalformed
+	}
+	if bytes.IndexByte(first, '\r') >= 0 || bytes.IndexByte(first, 0) >= 0 {
 		return nil, errMalformed
 	}
 	return &requestHead{raw: raw, method: string(first[:sp1]), target: string(first[sp1+1 : sp2]), framing: f}, nil
@@ -207,6 +217,9 @@ func (r *requestHead) Path() string {
 	}
 	return t
 }
+
+// GRPC is false: gRPC runs on HTTP/2.
+func (r *requestHead) GRPC() bool { return false }
 
 // Header returns the first value of the named header.
 func (r *requestHead) Header(name string) (string, bool) {

@@ -30,8 +30,6 @@ import (
 
 	containerd "github.com/containerd/containerd"
 	"github.com/containerd/containerd/namespaces"
-	"github.com/vishvananda/netlink"
-	vnetns "github.com/vishvananda/netns"
 
 	"github.com/faultline-dev/faultline/pkg/targets"
 )
@@ -164,31 +162,6 @@ func (s *Source) Resolve(ctx context.Context, set targets.Set) (targets.Resoluti
 	}
 	targets.SortTargets(res.Targets)
 	return res, nil
-}
-
-// addressOf returns the first global IPv4 address in the process's
-// network namespace, or "".
-func addressOf(pid int) string {
-	ns, err := vnetns.GetFromPid(pid)
-	if err != nil {
-		return ""
-	}
-	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		return ""
-	}
-	defer h.Close()
-	addrs, err := h.AddrList(nil, netlink.FAMILY_V4)
-	if err != nil {
-		return ""
-	}
-	for _, a := range addrs {
-		if a.IP.IsGlobalUnicast() && !a.IP.Equal(net.IPv4(127, 0, 0, 1)) {
-			return a.IP.String()
-		}
-	}
-	return ""
 }
 
 // Terminate sends the container's task SIGTERM and waits up to timeout for

@@ -77,6 +77,62 @@ func (DelayMode) EnumDescriptor() ([]byte, []int) {
 	return file_faultline_v1_node_proto_rawDescGZIP(), []int{0}
 }
 
+// FaultState is where a fault is in its life; it only moves forward.
+type FaultState int32
+
+const (
+	FaultState_FAULT_STATE_UNSPECIFIED FaultState = 0
+	FaultState_FAULT_STATE_STARTING    FaultState = 1 // being set up
+	FaultState_FAULT_STATE_ACTIVE      FaultState = 2 // faulting traffic
+	FaultState_FAULT_STATE_DRAINING    FaultState = 3 // detached: new traffic goes direct, requests in flight finish
+	FaultState_FAULT_STATE_ENDED       FaultState = 4 // everything released
+)
+
+// Enum value maps for FaultState.
+var (
+	FaultState_name = map[int32]string{
+		0: "FAULT_STATE_UNSPECIFIED",
+		1: "FAULT_STATE_STARTING",
+		2: "FAULT_STATE_ACTIVE",
+		3: "FAULT_STATE_DRAINING",
+		4: "FAULT_STATE_ENDED",
+	}
+	FaultState_value = map[string]int32{
+		"FAULT_STATE_UNSPECIFIED": 0,
+		"FAULT_STATE_STARTING":    1,
+		"FAULT_STATE_ACTIVE":      2,
+		"FAULT_STATE_DRAINING":    3,
+		"FAULT_STATE_ENDED":       4,
+	}
+)
+
+func (x FaultState) Enum() *FaultState {
+	p := new(FaultState)
+	*p = x
+	return p
+}
+
+func (x FaultState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (FaultState) Descriptor() protoreflect.EnumDescriptor {
+	return file_faultline_v1_node_proto_enumTypes[1].Descriptor()
+}
+
+func (FaultState) Type() protoreflect.EnumType {
+	return &file_faultline_v1_node_proto_enumTypes[1]
+}
+
+func (x FaultState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use FaultState.Descriptor instead.
+func (FaultState) EnumDescriptor() ([]byte, []int) {
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{1}
+}
+
 // Target is a network namespace on this node.
 type Target struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -247,7 +303,7 @@ type InjectRequest struct {
 	// Optional fault id (1-63 of [A-Za-z0-9._-]); empty lets faultlined pick.
 	Id     string  `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	Target *Target `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"`
-	// How long the fault lasts; at least 1s.
+	// How long the fault lasts, from when it is active; 1s to 24h.
 	Duration *durationpb.Duration `protobuf:"bytes,3,opt,name=duration,proto3" json:"duration,omitempty"`
 	// Types that are valid to be assigned to Fault:
 	//
@@ -381,9 +437,10 @@ type HTTPFault struct {
 	DelayRate *float64 `protobuf:"fixed64,4,opt,name=delay_rate,json=delayRate,proto3,oneof" json:"delay_rate,omitempty"`
 	// Fraction of matching requests answered with error_code, 0-1.
 	ErrorRate float64 `protobuf:"fixed64,5,opt,name=error_rate,json=errorRate,proto3" json:"error_rate,omitempty"`
-	// Status of injected errors, 100-599; required when error_rate > 0.
+	// Status of injected errors, 200-599; required when error_rate > 0.
+	// 204 and 304 carry no body.
 	ErrorCode uint32 `protobuf:"varint,6,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
-	// Body of injected errors.
+	// Body of injected errors (at most 1 MiB; 16 KiB on HTTP/2).
 	ErrorBody string `protobuf:"bytes,7,opt,name=error_body,json=errorBody,proto3" json:"error_body,omitempty"`
 	// Extra headers of injected errors, e.g. Content-Type.
 	ErrorHeaders map[string]string `protobuf:"bytes,8,rep,name=error_headers,json=errorHeaders,proto3" json:"error_headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
@@ -960,20 +1017,20 @@ func (x *Counters) GetTargetsDeleted() uint64 {
 }
 
 type FaultStatus struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	Id       string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Kind     string                 `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"` // "http", "grpc" or "network"
-	Target   *Target                `protobuf:"bytes,3,opt,name=target,proto3" json:"target,omitempty"`
-	Port     uint32                 `protobuf:"varint,4,opt,name=port,proto3" json:"port,omitempty"` // 0 for a network fault on all ports
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Id     string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Kind   string                 `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"` // "http", "grpc" or "network"
+	Target *Target                `protobuf:"bytes,3,opt,name=target,proto3" json:"target,omitempty"`
+	Port   uint32                 `protobuf:"varint,4,opt,name=port,proto3" json:"port,omitempty"` // 0 for a network fault on all ports
+	// When the fault became active (while STARTING: when it was asked for).
 	Started  *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=started,proto3" json:"started,omitempty"`
 	Expires  *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=expires,proto3" json:"expires,omitempty"`
 	Counters *Counters              `protobuf:"bytes,7,opt,name=counters,proto3" json:"counters,omitempty"`
 	// Why the fault ended: expired, revoked, cancelled, shutdown,
-	// target-deleted; empty while it runs.
-	EndReason string `protobuf:"bytes,8,opt,name=end_reason,json=endReason,proto3" json:"end_reason,omitempty"`
-	Protocol  string `protobuf:"bytes,9,opt,name=protocol,proto3" json:"protocol,omitempty"` // network faults: "tcp", "udp" or "" for all
-	// False while the fault is being set up; true once it is active.
-	Ready         bool `protobuf:"varint,10,opt,name=ready,proto3" json:"ready,omitempty"`
+	// target-deleted; empty until it has.
+	EndReason     string     `protobuf:"bytes,8,opt,name=end_reason,json=endReason,proto3" json:"end_reason,omitempty"`
+	Protocol      string     `protobuf:"bytes,9,opt,name=protocol,proto3" json:"protocol,omitempty"` // network faults: "tcp", "udp" or "" for all
+	State         FaultState `protobuf:"varint,11,opt,name=state,proto3,enum=faultline.v1.FaultState" json:"state,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1071,13 +1128,14 @@ func (x *FaultStatus) GetProtocol() string {
 	return ""
 }
 
-func (x *FaultStatus) GetReady() bool {
+func (x *FaultStatus) GetState() FaultState {
 	if x != nil {
-		return x.Ready
+		return x.State
 	}
-	return false
+	return FaultState_FAULT_STATE_UNSPECIFIED
 }
 
+// InjectResponse is one step of an Inject call: active, then ended.
 type InjectResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Fault         *FaultStatus           `protobuf:"bytes,1,opt,name=fault,proto3" json:"fault,omitempty"`
@@ -1203,11 +1261,8 @@ func (x *ListResponse) GetFaults() []*FaultStatus {
 }
 
 type RevokeRequest struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	// Also refuse, for a minute, a fault with this id that has not arrived
-	// yet: for a caller that cancelled an Inject still on its way.
-	ForbidLater   bool `protobuf:"varint,2,opt,name=forbid_later,json=forbidLater,proto3" json:"forbid_later,omitempty"`
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1247,13 +1302,6 @@ func (x *RevokeRequest) GetId() string {
 		return x.Id
 	}
 	return ""
-}
-
-func (x *RevokeRequest) GetForbidLater() bool {
-	if x != nil {
-		return x.ForbidLater
-	}
-	return false
 }
 
 type RevokeResponse struct {
@@ -1390,7 +1438,7 @@ const file_faultline_v1_node_proto_rawDesc = "" +
 	"\x0fpackets_dropped\x18\b \x01(\x04R\x0epacketsDropped\x12/\n" +
 	"\x13connections_refused\x18\t \x01(\x04R\x12connectionsRefused\x12'\n" +
 	"\x0ftargets_deleted\x18\n" +
-	" \x01(\x04R\x0etargetsDeleted\"\xe4\x02\n" +
+	" \x01(\x04R\x0etargetsDeleted\"\x84\x03\n" +
 	"\vFaultStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12,\n" +
@@ -1401,25 +1449,31 @@ const file_faultline_v1_node_proto_rawDesc = "" +
 	"\bcounters\x18\a \x01(\v2\x16.faultline.v1.CountersR\bcounters\x12\x1d\n" +
 	"\n" +
 	"end_reason\x18\b \x01(\tR\tendReason\x12\x1a\n" +
-	"\bprotocol\x18\t \x01(\tR\bprotocol\x12\x14\n" +
-	"\x05ready\x18\n" +
-	" \x01(\bR\x05ready\"A\n" +
+	"\bprotocol\x18\t \x01(\tR\bprotocol\x12.\n" +
+	"\x05state\x18\v \x01(\x0e2\x18.faultline.v1.FaultStateR\x05stateJ\x04\b\n" +
+	"\x10\v\"A\n" +
 	"\x0eInjectResponse\x12/\n" +
 	"\x05fault\x18\x01 \x01(\v2\x19.faultline.v1.FaultStatusR\x05fault\"\r\n" +
 	"\vListRequest\"A\n" +
 	"\fListResponse\x121\n" +
-	"\x06faults\x18\x01 \x03(\v2\x19.faultline.v1.FaultStatusR\x06faults\"B\n" +
+	"\x06faults\x18\x01 \x03(\v2\x19.faultline.v1.FaultStatusR\x06faults\"%\n" +
 	"\rRevokeRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\x12!\n" +
-	"\fforbid_later\x18\x02 \x01(\bR\vforbidLater\"A\n" +
+	"\x02id\x18\x01 \x01(\tR\x02idJ\x04\b\x02\x10\x03\"A\n" +
 	"\x0eRevokeResponse\x12/\n" +
 	"\x05fault\x18\x01 \x01(\v2\x19.faultline.v1.FaultStatusR\x05fault*X\n" +
 	"\tDelayMode\x12\x1a\n" +
 	"\x16DELAY_MODE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12DELAY_MODE_REQUEST\x10\x01\x12\x17\n" +
-	"\x13DELAY_MODE_RESPONSE\x10\x022\xcf\x01\n" +
-	"\x04Node\x12C\n" +
-	"\x06Inject\x12\x1b.faultline.v1.InjectRequest\x1a\x1c.faultline.v1.InjectResponse\x12=\n" +
+	"\x13DELAY_MODE_RESPONSE\x10\x02*\x8c\x01\n" +
+	"\n" +
+	"FaultState\x12\x1b\n" +
+	"\x17FAULT_STATE_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14FAULT_STATE_STARTING\x10\x01\x12\x16\n" +
+	"\x12FAULT_STATE_ACTIVE\x10\x02\x12\x18\n" +
+	"\x14FAULT_STATE_DRAINING\x10\x03\x12\x15\n" +
+	"\x11FAULT_STATE_ENDED\x10\x042\xd1\x01\n" +
+	"\x04Node\x12E\n" +
+	"\x06Inject\x12\x1b.faultline.v1.InjectRequest\x1a\x1c.faultline.v1.InjectResponse0\x01\x12=\n" +
 	"\x04List\x12\x19.faultline.v1.ListRequest\x1a\x1a.faultline.v1.ListResponse\x12C\n" +
 	"\x06Revoke\x12\x1b.faultline.v1.RevokeRequest\x1a\x1c.faultline.v1.RevokeResponseBCZAgithub.com/faultline-dev/faultline/proto/faultline/v1;faultlinev1b\x06proto3"
 
@@ -1435,63 +1489,65 @@ func file_faultline_v1_node_proto_rawDescGZIP() []byte {
 	return file_faultline_v1_node_proto_rawDescData
 }
 
-var file_faultline_v1_node_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_faultline_v1_node_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_faultline_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_faultline_v1_node_proto_goTypes = []any{
 	(DelayMode)(0),                // 0: faultline.v1.DelayMode
-	(*Target)(nil),                // 1: faultline.v1.Target
-	(*PodRef)(nil),                // 2: faultline.v1.PodRef
-	(*InjectRequest)(nil),         // 3: faultline.v1.InjectRequest
-	(*HTTPFault)(nil),             // 4: faultline.v1.HTTPFault
-	(*HTTPMatch)(nil),             // 5: faultline.v1.HTTPMatch
-	(*HeaderMatch)(nil),           // 6: faultline.v1.HeaderMatch
-	(*GrpcFault)(nil),             // 7: faultline.v1.GrpcFault
-	(*NetworkFault)(nil),          // 8: faultline.v1.NetworkFault
-	(*Counters)(nil),              // 9: faultline.v1.Counters
-	(*FaultStatus)(nil),           // 10: faultline.v1.FaultStatus
-	(*InjectResponse)(nil),        // 11: faultline.v1.InjectResponse
-	(*ListRequest)(nil),           // 12: faultline.v1.ListRequest
-	(*ListResponse)(nil),          // 13: faultline.v1.ListResponse
-	(*RevokeRequest)(nil),         // 14: faultline.v1.RevokeRequest
-	(*RevokeResponse)(nil),        // 15: faultline.v1.RevokeResponse
-	nil,                           // 16: faultline.v1.HTTPFault.ErrorHeadersEntry
-	(*durationpb.Duration)(nil),   // 17: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 18: google.protobuf.Timestamp
+	(FaultState)(0),               // 1: faultline.v1.FaultState
+	(*Target)(nil),                // 2: faultline.v1.Target
+	(*PodRef)(nil),                // 3: faultline.v1.PodRef
+	(*InjectRequest)(nil),         // 4: faultline.v1.InjectRequest
+	(*HTTPFault)(nil),             // 5: faultline.v1.HTTPFault
+	(*HTTPMatch)(nil),             // 6: faultline.v1.HTTPMatch
+	(*HeaderMatch)(nil),           // 7: faultline.v1.HeaderMatch
+	(*GrpcFault)(nil),             // 8: faultline.v1.GrpcFault
+	(*NetworkFault)(nil),          // 9: faultline.v1.NetworkFault
+	(*Counters)(nil),              // 10: faultline.v1.Counters
+	(*FaultStatus)(nil),           // 11: faultline.v1.FaultStatus
+	(*InjectResponse)(nil),        // 12: faultline.v1.InjectResponse
+	(*ListRequest)(nil),           // 13: faultline.v1.ListRequest
+	(*ListResponse)(nil),          // 14: faultline.v1.ListResponse
+	(*RevokeRequest)(nil),         // 15: faultline.v1.RevokeRequest
+	(*RevokeResponse)(nil),        // 16: faultline.v1.RevokeResponse
+	nil,                           // 17: faultline.v1.HTTPFault.ErrorHeadersEntry
+	(*durationpb.Duration)(nil),   // 18: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
 }
 var file_faultline_v1_node_proto_depIdxs = []int32{
-	2,  // 0: faultline.v1.Target.pod:type_name -> faultline.v1.PodRef
-	1,  // 1: faultline.v1.InjectRequest.target:type_name -> faultline.v1.Target
-	17, // 2: faultline.v1.InjectRequest.duration:type_name -> google.protobuf.Duration
-	4,  // 3: faultline.v1.InjectRequest.http:type_name -> faultline.v1.HTTPFault
-	7,  // 4: faultline.v1.InjectRequest.grpc:type_name -> faultline.v1.GrpcFault
-	8,  // 5: faultline.v1.InjectRequest.network:type_name -> faultline.v1.NetworkFault
-	17, // 6: faultline.v1.HTTPFault.average_delay:type_name -> google.protobuf.Duration
-	17, // 7: faultline.v1.HTTPFault.delay_variation:type_name -> google.protobuf.Duration
-	16, // 8: faultline.v1.HTTPFault.error_headers:type_name -> faultline.v1.HTTPFault.ErrorHeadersEntry
-	5,  // 9: faultline.v1.HTTPFault.match:type_name -> faultline.v1.HTTPMatch
+	3,  // 0: faultline.v1.Target.pod:type_name -> faultline.v1.PodRef
+	2,  // 1: faultline.v1.InjectRequest.target:type_name -> faultline.v1.Target
+	18, // 2: faultline.v1.InjectRequest.duration:type_name -> google.protobuf.Duration
+	5,  // 3: faultline.v1.InjectRequest.http:type_name -> faultline.v1.HTTPFault
+	8,  // 4: faultline.v1.InjectRequest.grpc:type_name -> faultline.v1.GrpcFault
+	9,  // 5: faultline.v1.InjectRequest.network:type_name -> faultline.v1.NetworkFault
+	18, // 6: faultline.v1.HTTPFault.average_delay:type_name -> google.protobuf.Duration
+	18, // 7: faultline.v1.HTTPFault.delay_variation:type_name -> google.protobuf.Duration
+	17, // 8: faultline.v1.HTTPFault.error_headers:type_name -> faultline.v1.HTTPFault.ErrorHeadersEntry
+	6,  // 9: faultline.v1.HTTPFault.match:type_name -> faultline.v1.HTTPMatch
 	0,  // 10: faultline.v1.HTTPFault.delay_mode:type_name -> faultline.v1.DelayMode
-	6,  // 11: faultline.v1.HTTPMatch.headers:type_name -> faultline.v1.HeaderMatch
-	17, // 12: faultline.v1.GrpcFault.average_delay:type_name -> google.protobuf.Duration
-	17, // 13: faultline.v1.GrpcFault.delay_variation:type_name -> google.protobuf.Duration
-	6,  // 14: faultline.v1.GrpcFault.metadata:type_name -> faultline.v1.HeaderMatch
-	1,  // 15: faultline.v1.FaultStatus.target:type_name -> faultline.v1.Target
-	18, // 16: faultline.v1.FaultStatus.started:type_name -> google.protobuf.Timestamp
-	18, // 17: faultline.v1.FaultStatus.expires:type_name -> google.protobuf.Timestamp
-	9,  // 18: faultline.v1.FaultStatus.counters:type_name -> faultline.v1.Counters
-	10, // 19: faultline.v1.InjectResponse.fault:type_name -> faultline.v1.FaultStatus
-	10, // 20: faultline.v1.ListResponse.faults:type_name -> faultline.v1.FaultStatus
-	10, // 21: faultline.v1.RevokeResponse.fault:type_name -> faultline.v1.FaultStatus
-	3,  // 22: faultline.v1.Node.Inject:input_type -> faultline.v1.InjectRequest
-	12, // 23: faultline.v1.Node.List:input_type -> faultline.v1.ListRequest
-	14, // 24: faultline.v1.Node.Revoke:input_type -> faultline.v1.RevokeRequest
-	11, // 25: faultline.v1.Node.Inject:output_type -> faultline.v1.InjectResponse
-	13, // 26: faultline.v1.Node.List:output_type -> faultline.v1.ListResponse
-	15, // 27: faultline.v1.Node.Revoke:output_type -> faultline.v1.RevokeResponse
-	25, // [25:28] is the sub-list for method output_type
-	22, // [22:25] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	7,  // 11: faultline.v1.HTTPMatch.headers:type_name -> faultline.v1.HeaderMatch
+	18, // 12: faultline.v1.GrpcFault.average_delay:type_name -> google.protobuf.Duration
+	18, // 13: faultline.v1.GrpcFault.delay_variation:type_name -> google.protobuf.Duration
+	7,  // 14: faultline.v1.GrpcFault.metadata:type_name -> faultline.v1.HeaderMatch
+	2,  // 15: faultline.v1.FaultStatus.target:type_name -> faultline.v1.Target
+	19, // 16: faultline.v1.FaultStatus.started:type_name -> google.protobuf.Timestamp
+	19, // 17: faultline.v1.FaultStatus.expires:type_name -> google.protobuf.Timestamp
+	10, // 18: faultline.v1.FaultStatus.counters:type_name -> faultline.v1.Counters
+	1,  // 19: faultline.v1.FaultStatus.state:type_name -> faultline.v1.FaultState
+	11, // 20: faultline.v1.InjectResponse.fault:type_name -> faultline.v1.FaultStatus
+	11, // 21: faultline.v1.ListResponse.faults:type_name -> faultline.v1.FaultStatus
+	11, // 22: faultline.v1.RevokeResponse.fault:type_name -> faultline.v1.FaultStatus
+	4,  // 23: faultline.v1.Node.Inject:input_type -> faultline.v1.InjectRequest
+	13, // 24: faultline.v1.Node.List:input_type -> faultline.v1.ListRequest
+	15, // 25: faultline.v1.Node.Revoke:input_type -> faultline.v1.RevokeRequest
+	12, // 26: faultline.v1.Node.Inject:output_type -> faultline.v1.InjectResponse
+	14, // 27: faultline.v1.Node.List:output_type -> faultline.v1.ListResponse
+	16, // 28: faultline.v1.Node.Revoke:output_type -> faultline.v1.RevokeResponse
+	26, // [26:29] is the sub-list for method output_type
+	23, // [23:26] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_faultline_v1_node_proto_init() }
@@ -1517,7 +1573,7 @@ func file_faultline_v1_node_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_faultline_v1_node_proto_rawDesc), len(file_faultline_v1_node_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      2,
 			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,

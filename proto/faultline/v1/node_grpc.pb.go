@@ -36,10 +36,14 @@ const (
 // FailedPrecondition when the target port already has a fault, NotFound
 // for an unknown fault id, AlreadyExists for a duplicate id.
 type NodeClient interface {
-	// Inject starts a fault and blocks until it ends: its duration passes,
-	// it is revoked, or the caller cancels or disconnects (which revokes it
-	// at once). It returns the fault's final counters.
-	Inject(ctx context.Context, in *InjectRequest, opts ...grpc.CallOption) (*InjectResponse, error)
+	// Inject starts a fault and streams its course: the first message comes
+	// once the fault is active (fault.state ACTIVE, fault.started saying
+	// since when), the last once it has ended and released everything
+	// (fault.state ENDED, end_reason and the final counters). It ends when
+	// its duration passes, when it is revoked, when its target goes away, or
+	// when the caller cancels or disconnects: a fault never outlives its
+	// call, and a call cancelled before the first message starts nothing.
+	Inject(ctx context.Context, in *InjectRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[InjectResponse], error)
 	// List returns the active faults with their live counters.
 	List(ctx context.Context, in *ListRequest, opts ...grpc.CallOption) (*ListResponse, error)
 	// Revoke ends an active fault and returns its final counters.
@@ -54,15 +58,24 @@ func NewNodeClient(cc grpc.ClientConnInterface) NodeClient {
 	return &nodeClient{cc}
 }
 
-func (c *nodeClient) Inject(ctx context.Context, in *InjectRequest, opts ...grpc.CallOption) (*InjectResponse, error) {
+func (c *nodeClient) Inject(ctx context.Context, in *InjectRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[InjectResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(InjectResponse)
-	err := c.cc.Invoke(ctx, Node_Inject_FullMethodName, in, out, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &Node_ServiceDesc.Streams[0], Node_Inject_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
-	return out, nil
+	x := &grpc.GenericClientStream[InjectRequest, InjectResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
 }
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Node_InjectClient = grpc.ServerStreamingClient[InjectResponse]
 
 func (c *nodeClient) List(ctx context.Context, in *ListRequest, opts ...grpc.CallOption) (*ListResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
@@ -93,10 +106,14 @@ func (c *nodeClient) Revoke(ctx context.Context, in *RevokeRequest, opts ...grpc
 // FailedPrecondition when the target port already has a fault, NotFound
 // for an unknown fault id, AlreadyExists for a duplicate id.
 type NodeServer interface {
-	// Inject starts a fault and blocks until it ends: its duration passes,
-	// it is revoked, or the caller cancels or disconnects (which revokes it
-	// at once). It returns the fault's final counters.
-	Inject(context.Context, *InjectRequest) (*InjectResponse, error)
+	// Inject starts a fault and streams its course: the first message comes
+	// once the fault is active (fault.state ACTIVE, fault.started saying
+	// since when), the last once it has ended and released everything
+	// (fault.state ENDED, end_reason and the final counters). It ends when
+	// its duration passes, when it is revoked, when its target goes away, or
+	// when the caller cancels or disconnects: a fault never outlives its
+	// call, and a call cancelled before the first message starts nothing.
+	Inject(*InjectRequest, grpc.ServerStreamingServer[InjectResponse]) error
 	// List returns the active faults with their live counters.
 	List(context.Context, *ListRequest) (*ListResponse, error)
 	// Revoke ends an active fault and returns its final counters.
@@ -111,8 +128,8 @@ type NodeServer interface {
 // pointer dereference when methods are called.
 type UnimplementedNodeServer struct{}
 
-func (UnimplementedNodeServer) Inject(context.Context, *InjectRequest) (*InjectResponse, error) {
-	return nil, status.Errorf(codes.Unimplemented, "method Inject not implemented")
+func (UnimplementedNodeServer) Inject(*InjectRequest, grpc.ServerStreamingServer[InjectResponse]) error {
+	return status.Errorf(codes.Unimplemented, "method Inject not implemented")
 }
 func (UnimplementedNodeServer) List(context.Context, *ListRequest) (*ListResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method List not implemented")
@@ -141,23 +158,16 @@ func RegisterNodeServer(s grpc.ServiceRegistrar, srv NodeServer) {
 	s.RegisterService(&Node_ServiceDesc, srv)
 }
 
-func _Node_Inject_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(InjectRequest)
-	if err := dec(in); err != nil {
-		return nil, err
+func _Node_Inject_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(InjectRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
 	}
-	if interceptor == nil {
-		return srv.(NodeServer).Inject(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: Node_Inject_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(NodeServer).Inject(ctx, req.(*InjectRequest))
-	}
-	return interceptor(ctx, in, info, handler)
+	return srv.(NodeServer).Inject(m, &grpc.GenericServerStream[InjectRequest, InjectResponse]{ServerStream: stream})
 }
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Node_InjectServer = grpc.ServerStreamingServer[InjectResponse]
 
 func _Node_List_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListRequest)
@@ -203,10 +213,6 @@ var Node_ServiceDesc = grpc.ServiceDesc{
 	HandlerType: (*NodeServer)(nil),
 	Methods: []grpc.MethodDesc{
 		{
-			MethodName: "Inject",
-			Handler:    _Node_Inject_Handler,
-		},
-		{
 			MethodName: "List",
 			Handler:    _Node_List_Handler,
 		},
@@ -215,6 +221,12 @@ var Node_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Node_Revoke_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Inject",
+			Handler:       _Node_Inject_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "faultline/v1/node.proto",
 }

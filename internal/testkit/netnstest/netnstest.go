@@ -18,7 +18,7 @@ import (
 	"os"
 	"testing"
 
-	"github.com/faultline-dev/faultline/internal/topo"
+	"github.com/faultline-dev/faultline/internal/testkit/topo"
 	"github.com/faultline-dev/faultline/pkg/netns"
 )
 

@@ -5,6 +5,7 @@ package proctest
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -71,18 +72,39 @@ func (w logWriter) Write(p []byte) (int, error) {
 }
 
 // WaitFaults waits up to 5s until faultlined lists exactly n faults, all
-// set up and active, and returns them.
+// active, and returns them.
 func WaitFaults(t testing.TB, api pb.NodeClient, n int) []*pb.FaultStatus {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		resp, err := api.List(context.Background(), &pb.ListRequest{})
-		if err == nil && len(resp.GetFaults()) == n && !slices.ContainsFunc(resp.GetFaults(), func(f *pb.FaultStatus) bool { return !f.GetReady() }) {
+		if err == nil && len(resp.GetFaults()) == n && !slices.ContainsFunc(resp.GetFaults(), func(f *pb.FaultStatus) bool { return f.GetState() != pb.FaultState_FAULT_STATE_ACTIVE }) {
 			return resp.GetFaults()
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("faultlined lists %d faults (err %v), want %d, all ready", len(resp.GetFaults()), err, n)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Inject runs a fault through faultlined's streaming Inject until it
+// ends, and returns its last message (the final status), or the error
+// that ended the call.
+func Inject(ctx context.Context, api pb.NodeClient, req *pb.InjectRequest) (*pb.InjectResponse, error) {
+	stream, err := api.Inject(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	var last *pb.InjectResponse
+	for {
+		m, err := stream.Recv()
+		if err == io.EOF && last != nil {
+			return last, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		last = m
 	}
 }

@@ -19,7 +19,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/faultline-dev/faultline/internal/k6model"
+	"github.com/faultline-dev/faultline/internal/testkit/k6model"
 	"github.com/faultline-dev/faultline/pkg/netns"
 )
 

@@ -1,4 +1,4 @@
-package engine_test
+package httpfault
 
 import (
 	"bufio"
@@ -19,7 +19,7 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"github.com/faultline-dev/faultline/pkg/proxy/httpfault"
+	"github.com/faultline-dev/faultline/pkg/fault"
 )
 
 // fidelityApp is an application exercising the corners of HTTP/1.1.
@@ -39,7 +39,7 @@ func fidelityApp() http.Handler {
 		w.Header().Set("Content-Length", strconv.Itoa(n))
 		w.Header().Set("Content-Type", "application/octet-stream")
 		if r.Method != "HEAD" {
-			io.Copy(w, io.LimitReader(pattern{}, int64(n)))
+			io.Copy(w, io.LimitReader(&pattern{}, int64(n)))
 		}
 	})
 	mux.HandleFunc("/chunked", func(w http.ResponseWriter, r *http.Request) {
@@ -101,20 +101,23 @@ func fidelityApp() http.Handler {
 	return mux
 }
 
-// pattern is an endless deterministic byte stream.
-type pattern struct{}
+// pattern is an endless deterministic byte stream: the same bytes however
+// its reader chunks its reads.
+type pattern struct{ off int }
 
-func (pattern) Read(p []byte) (int, error) {
+func (s *pattern) Read(p []byte) (int, error) {
 	for i := range p {
-		p[i] = byte(i*7 + i>>8)
+		n := s.off + i
+		p[i] = byte(n*7 + n>>8)
 	}
+	s.off += len(p)
 	return len(p), nil
 }
 
 type observation map[string]string
 
-func (w *world) freshClient(expectTimeout time.Duration) *http.Client {
-	tr := &http.Transport{DialContext: w.client.Dial(), ExpectContinueTimeout: expectTimeout}
+func (w *lab) freshClient(expectTimeout time.Duration) *http.Client {
+	tr := &http.Transport{DialContext: w.dial, ExpectContinueTimeout: expectTimeout}
 	return &http.Client{Transport: tr, Timeout: 30 * time.Second,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }
@@ -141,18 +144,18 @@ func describe(resp *http.Response, body []byte) string {
 }
 
 // observe runs every scenario and records what the client saw.
-func observe(t *testing.T, w *world) observation {
+func observe(t *testing.T, w *lab) observation {
 	t.Helper()
 	o := observation{}
 	c := w.freshClient(time.Second)
 	const big = 50 << 20
 
-	req, _ := http.NewRequest("POST", w.url+"/upload", io.LimitReader(pattern{}, big))
+	req, _ := http.NewRequest("POST", w.url+"/upload", io.LimitReader(&pattern{}, big))
 	req.ContentLength = big
 	resp, b := roundTrip(t, c, req)
 	o["upload 50MB"] = describe(resp, b) + " " + string(b)
 
-	req, _ = http.NewRequest("POST", w.url+"/upload", io.NopCloser(io.LimitReader(pattern{}, 5<<20)))
+	req, _ = http.NewRequest("POST", w.url+"/upload", io.NopCloser(io.LimitReader(&pattern{}, 5<<20)))
 	req.ContentLength = -1
 	resp, b = roundTrip(t, c, req)
 	o["upload chunked"] = describe(resp, b) + " " + string(b)
@@ -217,7 +220,7 @@ func observe(t *testing.T, w *world) observation {
 	}
 
 	// WebSocket echo, text and a 1 MB binary message.
-	d := websocket.Dialer{NetDialContext: w.client.Dial(), HandshakeTimeout: 5 * time.Second}
+	d := websocket.Dialer{NetDialContext: w.dial, HandshakeTimeout: 5 * time.Second}
 	ws, wresp, err := d.Dial(strings.Replace(w.url, "http", "ws", 1)+"/ws", nil)
 	if err != nil {
 		t.Fatalf("websocket dial: %v", err)
@@ -238,7 +241,7 @@ func observe(t *testing.T, w *world) observation {
 	o["ws echo"] = strings.Join(echoes, ",")
 
 	// Two pipelined requests in one write.
-	conn, err := w.client.Dial()(context.Background(), "tcp", netip.MustParseAddrPort(strings.TrimPrefix(w.url, "http://")).String())
+	conn, err := w.dial(context.Background(), "tcp", netip.MustParseAddrPort(strings.TrimPrefix(w.url, "http://")).String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -260,9 +263,9 @@ func observe(t *testing.T, w *world) observation {
 }
 
 func TestPassThroughFidelity(t *testing.T) {
-	w := newWorldWith(t, fidelityApp())
+	w := newLab(t, fidelityApp())
 	direct := observe(t, w)
-	f := w.start(t, httpfault.Fault{}) // zero fault: proxy only
+	p := w.start(t, &fault.HTTP{}) // zero fault: proxy only
 	proxied := observe(t, w)
 	if !reflect.DeepEqual(direct, proxied) {
 		for k := range direct {
@@ -271,7 +274,7 @@ func TestPassThroughFidelity(t *testing.T) {
 			}
 		}
 	}
-	if c := f.Status().Counters; c.Requests < 15 {
+	if c := p.Counters(); c.Requests < 15 {
 		t.Errorf("the proxy saw only %d requests: was it really in the path?", c.Requests)
 	}
 	for k, v := range direct {
