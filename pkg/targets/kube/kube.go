@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/faultline-dev/faultline/pkg/fault"
 	"github.com/faultline-dev/faultline/pkg/targets"
 )
 
@@ -78,12 +79,12 @@ func (s *Source) Resolve(ctx context.Context, set targets.Set) (targets.Resoluti
 func podSelector(p *targets.Selector) (labels.Selector, error) {
 	sel, err := labels.ValidatedSelectorFromSet(p.Select)
 	if err != nil {
-		return nil, fmt.Errorf("%w: select: %v", errdefs.ErrInvalidArgument, err)
+		return nil, fault.Invalid("select: %v", err)
 	}
 	for k, v := range p.Exclude {
 		r, err := labels.NewRequirement(k, selection.NotEquals, []string{v})
 		if err != nil {
-			return nil, fmt.Errorf("%w: exclude %s=%s: %v", errdefs.ErrInvalidArgument, k, v, err)
+			return nil, fault.Invalid("exclude %s=%s: %v", k, v, err)
 		}
 		sel = sel.Add(*r)
 	}
