@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/faultline-dev/faultline/internal/testkit/netnstest"
 )
 
 type cliResult struct {
@@ -138,5 +140,35 @@ func TestCLIInjectByPID(t *testing.T) {
 	}
 	if r := <-done; r.code != 0 || !strings.Contains(r.stdout, fmt.Sprintf("pid %d", proc.Process.Pid)) {
 		t.Errorf("inject by pid: %+v", r)
+	}
+}
+
+// TestRunKilledTakesItsCommand: faultline run killed with SIGKILL leaves
+// no command behind (its faults would outlive the run otherwise).
+func TestRunKilledTakesItsCommand(t *testing.T) {
+	netnstest.RequireRoot(t)
+	marker := fmt.Sprintf("fl-run-child-%d", time.Now().UnixNano())
+	cmd := exec.Command(filepath.Join(binDir, "faultline"), "run", "--local", "--socket", filepath.Join(t.TempDir(), "none.sock"),
+		"--", "sh", "-c", "exec -a "+marker+" sleep 30")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	child := func() bool { return exec.Command("pgrep", "-f", marker).Run() == nil }
+	deadline := time.Now().Add(5 * time.Second)
+	for !child() {
+		if time.Now().After(deadline) {
+			t.Fatal("the command did not start")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	deadline = time.Now().Add(time.Second)
+	for child() {
+		if time.Now().After(deadline) {
+			exec.Command("pkill", "-f", marker).Run()
+			t.Fatal("the command outlived faultline run by a second")
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
