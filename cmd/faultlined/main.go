@@ -30,6 +30,7 @@ import (
 	"github.com/faultline-dev/faultline/pkg/auth"
 	"github.com/faultline-dev/faultline/pkg/engine"
 	"github.com/faultline-dev/faultline/pkg/nodeapi"
+	"github.com/faultline-dev/faultline/pkg/proxy/httpfault"
 )
 
 const defaultSocket = "/run/faultline/faultlined.sock"
@@ -39,6 +40,9 @@ type config struct {
 	// listenAuth is "token" (the default) or "none": whether callers of
 	// the TCP listener must send tokenFile's bearer token.
 	listenAuth, tokenFile string
+	allowHostNetns        bool
+	headerTimeout         time.Duration
+	idleTimeout           time.Duration
 	kube                  kubeConfig
 }
 
@@ -51,6 +55,9 @@ func main() {
 	flag.StringVar(&cfg.listen, "listen", "", "also serve the API on this TCP address, e.g. 127.0.0.1:7439; callers need the bearer token (see --listen-auth)")
 	flag.StringVar(&cfg.listenAuth, "listen-auth", "token", `token: callers of --listen send "authorization: Bearer TOKEN" with the token of --token-file; none: no check, only where nothing but a port-forward reaches the listener (the DaemonSet's pod-loopback listener)`)
 	flag.StringVar(&cfg.tokenFile, "token-file", "", "bearer token file of --listen (default: faultlined.token beside --socket, created mode 0600 when missing)")
+	flag.BoolVar(&cfg.allowHostNetns, "allow-host-netns", false, "let faults target the host's own network namespace (that of PID 1) or faultlined's: they then hit the machine itself")
+	flag.DurationVar(&cfg.headerTimeout, "http-header-timeout", httpfault.DefaultHeaderTimeout, "the proxy closes an HTTP/1 connection whose client takes longer to send a request head")
+	flag.DurationVar(&cfg.idleTimeout, "http-idle-timeout", httpfault.DefaultIdleTimeout, "the proxy closes an HTTP/1 connection idle between requests for longer")
 	level := flag.String("log-level", "info", "debug, info, warn or error")
 	cfg.kube.flags(flag.CommandLine)
 	flag.Parse()
@@ -58,6 +65,10 @@ func main() {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
 		fmt.Fprintf(os.Stderr, "faultlined: --log-level: %v\n", err)
+		os.Exit(2)
+	}
+	if cfg.headerTimeout <= 0 || cfg.idleTimeout <= 0 {
+		fmt.Fprintln(os.Stderr, "faultlined: --http-header-timeout and --http-idle-timeout must be positive")
 		os.Exit(2)
 	}
 	if cfg.listenAuth != "token" && cfg.listenAuth != "none" {
@@ -79,7 +90,8 @@ func run(ctx context.Context, logger *slog.Logger, cfg config) error {
 		return err
 	}
 	defer os.Remove(cfg.socket)
-	eng := engine.New(engine.Options{Logger: logger})
+	eng := engine.New(engine.Options{Logger: logger, AllowHostNetns: cfg.allowHostNetns,
+		HeaderTimeout: cfg.headerTimeout, IdleTimeout: cfg.idleTimeout})
 	api := &nodeapi.Server{Faults: nodeapi.Engine(eng), Logger: logger}
 	srv := nodeapi.NewGRPCServer(api)
 	ctx, cancel := context.WithCancel(ctx)
@@ -151,10 +163,14 @@ func listenToken(cfg config) (*auth.Checker, string, error) {
 }
 
 // listenUnix listens on path with mode 0600, replacing a stale socket left
-// by a crashed daemon but never one that still answers.
+// by a crashed daemon but never one that still answers, nor a file that is
+// not a socket.
 func listenUnix(path string) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, err
+	}
+	if fi, err := os.Lstat(path); err == nil && fi.Mode().Type() != os.ModeSocket {
+		return nil, fmt.Errorf("--socket %s: there is a file that is not a socket there; faultlined replaces only a stale socket", path)
 	}
 	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
 		c.Close()

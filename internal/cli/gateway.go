@@ -91,6 +91,7 @@ func tokenHint(file string) string {
 func newCmdGateway(g *globals) *cobra.Command {
 	var p localParams
 	var listen, tokenFile string
+	level := slog.LevelInfo
 	cmd := &cobra.Command{
 		Use:   "gateway",
 		Short: "Serve the selector-level Gateway API that k6 scripts and the CLI call",
@@ -113,7 +114,7 @@ Examples:
   faultline gateway --local --listen 127.0.0.1:7440`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
+			logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 			token, file, created, err := gatewayToken(tokenFile)
 			if err != nil {
 				return err
@@ -131,6 +132,7 @@ Examples:
 	p.bind(cmd.Flags())
 	cmd.Flags().StringVar(&listen, "listen", DefaultGatewayAddr, "address to serve on (keep it on loopback: the token travels in cleartext)")
 	cmd.Flags().StringVar(&tokenFile, "token-file", "", "file holding the bearer token callers must send (default ~/.config/faultline/gateway-token, created when missing)")
+	cmd.Flags().TextVar(&level, "log-level", level, "gateway log level: debug, info, warn or error")
 	return cmd
 }
 
@@ -154,6 +156,7 @@ const DefaultGatewayAddr = "127.0.0.1:7440"
 
 func newCmdRun(g *globals) *cobra.Command {
 	var p localParams
+	level := slog.LevelWarn
 	cmd := &cobra.Command{
 		Use:   "run [--local] -- COMMAND [ARG...]",
 		Short: "Run a command with a gateway for it, e.g. k6",
@@ -178,7 +181,7 @@ Examples:
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+			logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 			token, err := auth.NewToken()
 			if err != nil {
 				return err
@@ -193,6 +196,7 @@ Examples:
 		},
 	}
 	p.bind(cmd.Flags())
+	cmd.Flags().TextVar(&level, "log-level", level, "log level of the run's gateway (on stderr, beside COMMAND's output): debug, info, warn or error")
 	return cmd
 }
 

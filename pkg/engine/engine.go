@@ -31,6 +31,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
 
 	"github.com/faultline-dev/faultline/pkg/fault"
 	"github.com/faultline-dev/faultline/pkg/netns"
@@ -137,6 +138,13 @@ type Options struct {
 	// Zero means DefaultBypassSource.
 	BypassSource netip.Addr
 	Logger       *slog.Logger
+	// AllowHostNetns lets faults target the host's own network namespace
+	// (that of PID 1) and faultlined's; refused otherwise, as faults on
+	// hostNetwork pods are.
+	AllowHostNetns bool
+	// HeaderTimeout and IdleTimeout are the HTTP/1 proxy's (see
+	// httpfault.Proxy); zero means its defaults.
+	HeaderTimeout, IdleTimeout time.Duration
 
 	// beforeAttach, for tests, runs during setup just before the kernel
 	// program is attached.
@@ -164,6 +172,28 @@ func New(opts Options) *Engine {
 	return &Engine{opts: opts, log: opts.Logger, faults: map[string]*Running{}}
 }
 
+// isHost reports whether ns is the network namespace of PID 1 or of
+// faultlined itself.
+func (e *Engine) isHost(ns *netns.Handle) bool {
+	for _, p := range []string{"/proc/1/ns/net", "/proc/self/ns/net"} {
+		if ns.Same(p) {
+			return true
+		}
+	}
+	return false
+}
+
+// kernelLimit explains the kernel refusing one more program on a
+// namespace or interface (64 of a kind: E2BIG from sk_lookup, ERANGE from
+// tcx).
+func kernelLimit(err error, t Target) error {
+	if errors.Is(err, unix.E2BIG) || errors.Is(err, unix.ERANGE) {
+		return fmt.Errorf("%w: %s: the kernel takes at most 64 programs of a kind per network namespace or interface, and faults there hold them all; end one first",
+			errdefs.ErrResourceExhausted, t)
+	}
+	return err
+}
+
 func openTarget(t Target) (*netns.Handle, error) {
 	if t.NetnsPath == "" && t.PID <= 0 {
 		return nil, fmt.Errorf("%w: %s: no network namespace resolved for it", errdefs.ErrFailedPrecondition, t)
@@ -176,6 +206,8 @@ func openTarget(t Target) (*netns.Handle, error) {
 		return nil, fault.Invalid("pid %d does not exist", t.PID)
 	case errors.Is(err, os.ErrNotExist):
 		return nil, fault.Invalid("netns %s does not exist", t.NetnsPath)
+	case errors.Is(err, os.ErrPermission):
+		return nil, fmt.Errorf("%w: faultlined may not open the network namespace of %s: %v", errdefs.ErrFailedPrecondition, t, err)
 	case errors.Is(err, netns.ErrNotNetns):
 		return nil, fault.Invalid("%s is not a network namespace", t)
 	default:
@@ -198,6 +230,11 @@ func (e *Engine) Start(ctx context.Context, target Target, spec fault.Spec) (*Ru
 	if err != nil {
 		return nil, err
 	}
+	if !e.opts.AllowHostNetns && e.isHost(ns) {
+		ns.Close()
+		return nil, fmt.Errorf("%w: %s is in the host's network namespace (that of PID 1 or of faultlined itself): a fault there hits the machine, not a workload; start faultlined with --allow-host-netns to allow it",
+			errdefs.ErrFailedPrecondition, target)
+	}
 	f := &Running{e: e, spec: spec, target: target, ns: ns, claim: spec.Fault.Claim(),
 		started: time.Now(), stopReq: make(chan Reason, 1), done: make(chan struct{})}
 	f.log = e.log.With("fault_id", spec.ID)
@@ -207,6 +244,7 @@ func (e *Engine) Start(ctx context.Context, target Target, spec fault.Spec) (*Ru
 		return nil, err
 	}
 	if err := f.setup(ctx); err != nil {
+		err = kernelLimit(err, target)
 		reason := ReasonCancelled
 		select {
 		case reason = <-f.stopReq: // stopped during the setup

@@ -56,6 +56,9 @@ func (f *Running) setupProxy(ctx context.Context, rule fault.ProxyFault) (_ impl
 		Rule:   rule,
 		Dial:   func(ctx context.Context) (net.Conn, error) { return dial(ctx, "tcp4", upstream) },
 		Logger: pf.log,
+
+		HeaderTimeout: f.e.opts.HeaderTimeout,
+		IdleTimeout:   f.e.opts.IdleTimeout,
 	}
 	for _, ln := range pf.listeners {
 		go pf.proxy.Serve(ln)

@@ -50,7 +50,9 @@ type Handle struct {
 // os.ErrNotExist if the path does not exist and ErrNotNetns if it is not a
 // network namespace.
 func Open(path string) (*Handle, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_CLOEXEC, 0)
+	// O_NONBLOCK: a FIFO (or a device) at path must not block the open;
+	// newHandle then refuses it as not a namespace.
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open netns %s: %w", path, err)
 	}

@@ -3,6 +3,7 @@ package node
 import (
 	"bytes"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -36,6 +37,10 @@ func faultline(t *testing.T, args ...string) cliResult {
 func TestCLIErrors(t *testing.T) {
 	nd := newNode(t)
 	base := []string{"inject", "http", "--socket", nd.socket, "--netns", nd.pod.Path}
+	fifo := filepath.Join(t.TempDir(), "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -53,6 +58,9 @@ func TestCLIErrors(t *testing.T) {
 		{"unknown fault", []string{"revoke", "nope", "--socket", nd.socket}, 1, `no active fault with id "nope"`},
 		{"revoke without id", []string{"revoke", "--socket", nd.socket}, 2, "revoke takes exactly one fault id"},
 		{"unknown command", []string{"explode"}, 2, "unknown command"},
+		{"host netns", []string{"inject", "http", "--socket", nd.socket, "--netns", "/proc/self/ns/net", "--port", "8080", "--duration", "5s"}, 1, "host's network namespace"},
+		{"fifo as netns", []string{"inject", "http", "--socket", nd.socket, "--netns", fifo, "--port", "8080", "--duration", "5s"}, 2, "is not a network namespace"},
+		{"bad log level", []string{"run", "--local", "--log-level", "loud", "--", "true"}, 2, `invalid argument "loud" for "--log-level"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := faultline(t, tc.args...)
@@ -170,5 +178,26 @@ func TestRunKilledTakesItsCommand(t *testing.T) {
 			t.Fatal("the command outlived faultline run by a second")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestFaultlinedKeepsAFileAtItsSocketPath: --socket replaces a stale
+// socket, never a file of another kind.
+func TestFaultlinedKeepsAFileAtItsSocketPath(t *testing.T) {
+	netnstest.RequireRoot(t)
+	path := filepath.Join(t.TempDir(), "precious")
+	if err := os.WriteFile(path, []byte("keep me"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(filepath.Join(binDir, "faultlined"), "--socket", path)
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("faultlined started on a regular file: %s", out)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "keep me" {
+		t.Errorf("the file at --socket is now %q", b)
+	}
+	if !strings.Contains(string(out), "not a socket") {
+		t.Errorf("output %q, want it to say the file is not a socket", out)
 	}
 }

@@ -75,16 +75,15 @@ var h2Preface = []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
 func (c *h1) serve() {
 	var current connection = c
 	defer func() { c.p.done(current) }()
-	c.br = readerPool.Get().(*bufio.Reader)
-	c.br.Reset(c.c)
-	c.bw = writerPool.Get().(*bufio.Writer)
-	c.bw.Reset(c.c)
+	c.acquire()
 	defer c.release()
 
+	_ = c.c.SetReadDeadline(time.Now().Add(c.p.headerTimeout()))
 	if h2, err := c.sniffH2(); err != nil {
 		c.close()
 		return
 	} else if h2 {
+		_ = c.c.SetReadDeadline(time.Time{})
 		h := newH2(c.p, c.c, c.br, c.bw)
 		current = h
 		h.serve(c.p.swap(c, h))
@@ -93,10 +92,11 @@ func (c *h1) serve() {
 	defer c.close()
 	for served := 0; ; served++ {
 		// 1. Wait for the next request. A connection that has served one
-		// is idle meanwhile: Shutdown may close it.
+		// is idle meanwhile: Shutdown may close it, and it holds no
+		// buffers unless the client has sent more already.
 		if served > 0 {
 			c.idle.Store(true)
-			if c.draining.Load() {
+			if c.draining.Load() || !c.awaitRequest() {
 				return
 			}
 		}
@@ -108,6 +108,7 @@ func (c *h1) serve() {
 			}
 			return
 		}
+		_ = c.c.SetReadDeadline(time.Time{})
 		req, err := parseRequestHead(raw)
 		if err != nil {
 			c.writeAnswer(&fault.Answer{Status: http.StatusBadRequest, Body: []byte("faultline: malformed request\n")}, false, true)
@@ -119,18 +120,116 @@ func (c *h1) serve() {
 	}
 }
 
-// release gives the buffers back once the connection has ended.
-func (c *h1) release() {
-	c.br.Reset(nil)
-	readerPool.Put(c.br)
-	c.bw.Reset(nil)
-	writerPool.Put(c.bw)
-	if c.upbr != nil {
-		c.upbr.Reset(nil)
-		readerPool.Put(c.upbr)
-		c.upbw.Reset(nil)
-		writerPool.Put(c.upbw)
+// awaitRequest waits, between requests, for the first byte of the next
+// one, at most the idle timeout, and then gives the client HeaderTimeout
+// to send the rest of the head. Meanwhile the connection's buffers go
+// back to the pool when they hold nothing, so that an idle connection
+// costs no more than its goroutine. It reports whether a request is
+// coming.
+func (c *h1) awaitRequest() bool {
+	if c.br.Buffered() == 0 {
+		c.releaseIdle()
+		_ = c.c.SetReadDeadline(time.Now().Add(c.p.idleTimeout()))
+		err := awaitInput(c.c)
+		c.acquire()
+		if err != nil {
+			return false
+		}
 	}
+	_ = c.c.SetReadDeadline(time.Now().Add(c.p.headerTimeout()))
+	return !c.draining.Load()
+}
+
+// acquire gives the client side its buffers.
+func (c *h1) acquire() {
+	if c.br == nil {
+		c.br = c.p.getReader(c.c)
+		c.bw = c.p.getWriter(c.c)
+	}
+}
+
+// acquireUp gives the application side its buffers.
+func (c *h1) acquireUp() {
+	if c.upbr == nil {
+		c.upbr = c.p.getReader(c.up)
+		c.upbw = c.p.getWriter(c.up)
+	}
+}
+
+// releaseIdle returns the buffers that hold nothing: the client's (empty
+// when called) and the application side's unless it sent bytes nobody
+// asked for yet.
+func (c *h1) releaseIdle() {
+	c.p.putReader(&c.br)
+	c.p.putWriter(&c.bw)
+	if c.upbr != nil && c.upbr.Buffered() == 0 && c.upbw.Buffered() == 0 {
+		c.p.putReader(&c.upbr)
+		c.p.putWriter(&c.upbw)
+	}
+}
+
+// release gives every buffer back once the connection has ended.
+func (c *h1) release() {
+	c.p.putReader(&c.br)
+	c.p.putWriter(&c.bw)
+	c.p.putReader(&c.upbr)
+	c.p.putWriter(&c.upbw)
+}
+
+// The proxy's buffers come from pools shared by its connections, and are
+// counted so that tests (and metrics) see what idle connections hold.
+func (p *Proxy) getReader(r io.Reader) *bufio.Reader {
+	p.buffers.Add(1)
+	b := readerPool.Get().(*bufio.Reader)
+	b.Reset(r)
+	return b
+}
+
+func (p *Proxy) getWriter(w io.Writer) *bufio.Writer {
+	p.buffers.Add(1)
+	b := writerPool.Get().(*bufio.Writer)
+	b.Reset(w)
+	return b
+}
+
+func (p *Proxy) putReader(b **bufio.Reader) {
+	if *b != nil {
+		p.buffers.Add(-1)
+		(*b).Reset(nil)
+		readerPool.Put(*b)
+		*b = nil
+	}
+}
+
+func (p *Proxy) putWriter(b **bufio.Writer) {
+	if *b != nil {
+		p.buffers.Add(-1)
+		(*b).Reset(nil)
+		writerPool.Put(*b)
+		*b = nil
+	}
+}
+
+// awaitInput waits until c has bytes to read, or has ended, without
+// reading them; c's read deadline applies.
+func awaitInput(c net.Conn) error {
+	rc, err := rawConn(c)
+	if err != nil {
+		return nil // not a socket (tests): the next read waits instead
+	}
+	var b [1]byte
+	return rc.Read(func(fd uintptr) bool {
+		_, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		return !errors.Is(err, unix.EAGAIN)
+	})
+}
+
+func rawConn(c net.Conn) (syscall.RawConn, error) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nil, errors.ErrUnsupported
+	}
+	return sc.SyscallConn()
 }
 
 func (c *h1) sniffH2() (bool, error) {
@@ -180,11 +279,7 @@ func (c *h1) handle(req *requestHead) bool {
 // as gone, as net/http's server cancels a request on it.
 func watchGone(c net.Conn) (gone <-chan struct{}, stop func()) {
 	ch := make(chan struct{})
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return ch, func() {}
-	}
-	rc, err := sc.SyscallConn()
+	rc, err := rawConn(c)
 	if err != nil {
 		return ch, func() {}
 	}
@@ -234,12 +329,18 @@ func (c *h1) answer(req *requestHead, a *fault.Answer) bool {
 func (c *h1) forward(req *requestHead, hold time.Duration) bool {
 	p := c.p
 	fresh := false
+	if c.up != nil && c.upStale() {
+		// The application closed its side while the client was idle (its
+		// own keep-alive timeout): open another, as a client would.
+		c.closeUp()
+	}
 	if c.up == nil {
 		if err := c.dialUp(); err != nil {
 			return c.badGateway(err)
 		}
 		fresh = true
 	}
+	c.acquireUp()
 	hasBody := req.hasBody()
 	var bodyDone chan error
 
@@ -290,7 +391,12 @@ func (c *h1) forward(req *requestHead, hold time.Duration) bool {
 				continue
 			}
 			if !headSent {
-				c.waitBody(bodyDone)
+				if errors.Is(c.waitBody(bodyDone), errBadChunk) {
+					// The client's body is at fault, not the application
+					// (which got it up to the bad chunk, then a close).
+					c.writeAnswer(&fault.Answer{Status: http.StatusBadRequest, Body: []byte("faultline: malformed chunked request body\n")}, false, true)
+					return false
+				}
 				return c.badGateway(err)
 			}
 			return false
@@ -382,19 +488,49 @@ func (c *h1) dialUp() error {
 	defer c.upMu.Unlock()
 	c.up = up
 	if c.upbr == nil {
-		c.upbr = readerPool.Get().(*bufio.Reader)
-		c.upbw = writerPool.Get().(*bufio.Writer)
+		c.acquireUp()
+	} else {
+		c.upbr.Reset(up)
+		c.upbw.Reset(up)
 	}
-	c.upbr.Reset(up)
-	c.upbw.Reset(up)
 	return nil
 }
 
 func (c *h1) redial() bool {
+	c.closeUp()
+	return c.dialUp() == nil
+}
+
+func (c *h1) closeUp() {
 	c.upMu.Lock()
 	c.up.Close()
+	c.up = nil
 	c.upMu.Unlock()
-	return c.dialUp() == nil
+	if c.upbr != nil {
+		c.upbr.Reset(nil)
+		c.upbw.Reset(nil)
+	}
+}
+
+// upStale reports whether the idle connection to the application is
+// unusable: closed, reset, or holding bytes no request asked for (they
+// would be taken for the next response).
+func (c *h1) upStale() bool {
+	if c.upbr != nil && c.upbr.Buffered() > 0 {
+		return true
+	}
+	rc, err := rawConn(c.up)
+	if err != nil {
+		return false
+	}
+	stale := false
+	var b [1]byte
+	_ = rc.Read(func(fd uintptr) bool {
+		_, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		stale = !errors.Is(err, unix.EAGAIN)
+		return true
+	})
+	return stale
 }
 
 func isConnGone(err error) bool {

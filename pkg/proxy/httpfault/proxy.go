@@ -14,6 +14,7 @@
 package httpfault
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
@@ -43,9 +44,18 @@ type Proxy struct {
 	Dial func(ctx context.Context) (net.Conn, error)
 	// Logger receives connection-level errors. Nil discards them.
 	Logger *slog.Logger
+	// HeaderTimeout bounds the time an HTTP/1 client takes to send a
+	// request head: from the accept for the first request, from its first
+	// byte for the next ones. Beyond it the connection is closed (slowloris).
+	// Zero means DefaultHeaderTimeout.
+	HeaderTimeout time.Duration
+	// IdleTimeout closes an HTTP/1 connection idle between requests for
+	// that long. Zero means DefaultIdleTimeout.
+	IdleTimeout time.Duration
 
 	requests, unmatched, delayed, errored, upstreamErrors atomic.Uint64
 	pace                                                  pacer
+	buffers                                               atomic.Int64 // pooled buffers held by connections
 
 	initOnce  sync.Once
 	ctx       context.Context // cancelled by Shutdown: ends delays
@@ -68,6 +78,17 @@ type connection interface {
 	// close ends it now.
 	close()
 }
+
+// Defaults of the proxy's timeouts. An application's own shorter idle
+// timeout still applies: it closes its side, and the proxy then opens a
+// new connection to it for the client's next request.
+const (
+	DefaultHeaderTimeout = 20 * time.Second
+	DefaultIdleTimeout   = 2 * time.Minute
+)
+
+func (p *Proxy) headerTimeout() time.Duration { return cmp.Or(p.HeaderTimeout, DefaultHeaderTimeout) }
+func (p *Proxy) idleTimeout() time.Duration   { return cmp.Or(p.IdleTimeout, DefaultIdleTimeout) }
 
 // dialTimeout bounds a connection attempt to the application.
 const dialTimeout = 5 * time.Second

@@ -1,0 +1,206 @@
+package httpfault
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// Clients that misbehave, on loopback: each case has a bound it asserts.
+// test/node runs the memory bounds against a real faultlined.
+
+// proxyWith serves p (Dial set here) in front of handler behind srv's
+// settings, and returns the proxy's address.
+func proxyWith(t *testing.T, p *Proxy, srv *http.Server) string {
+	t.Helper()
+	app, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(app)
+	t.Cleanup(func() { srv.Close() })
+	p.Dial = func(ctx context.Context) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", app.Addr().String())
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go p.Serve(ln)
+	t.Cleanup(func() { shutdown(p) })
+	return ln.Addr().String()
+}
+
+func okHandler(w http.ResponseWriter, r *http.Request) {
+	io.Copy(io.Discard, r.Body)
+	fmt.Fprint(w, "ok")
+}
+
+// closedWithin reads from c until it ends and fails unless it ends
+// within d.
+func closedWithin(t *testing.T, c net.Conn, d time.Duration) {
+	t.Helper()
+	start := time.Now()
+	c.SetReadDeadline(start.Add(d + 2*time.Second))
+	_, err := io.Copy(io.Discard, c)
+	if took := time.Since(start); err != nil || took > d {
+		t.Fatalf("connection ended after %v (err %v), want at most %v", took.Round(time.Millisecond), err, d)
+	}
+}
+
+func TestSlowlorisClosedByHeaderTimeout(t *testing.T) {
+	addr := proxyWith(t, &Proxy{HeaderTimeout: 300 * time.Millisecond}, &http.Server{Handler: http.HandlerFunc(okHandler)})
+	for _, first := range []bool{true, false} {
+		t.Run(fmt.Sprintf("first request %v", first), func(t *testing.T) {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			br := bufio.NewReader(c)
+			if !first {
+				fmt.Fprint(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil || resp.StatusCode != 200 {
+					t.Fatalf("first request: %v %v", resp, err)
+				}
+				io.Copy(io.Discard, resp.Body)
+			}
+			// One header byte every 50 ms, for up to 3 s.
+			stop := make(chan struct{})
+			defer close(stop)
+			go func() {
+				fmt.Fprint(c, "GET / HTTP/1.1\r\nHost: x\r\n")
+				for range 60 {
+					select {
+					case <-stop:
+						return
+					case <-time.After(50 * time.Millisecond):
+					}
+					if _, err := c.Write([]byte("X")); err != nil {
+						return
+					}
+				}
+			}()
+			start := time.Now()
+			c.SetReadDeadline(start.Add(3 * time.Second))
+			_, err = io.Copy(io.Discard, br)
+			if took := time.Since(start); err != nil || took > time.Second {
+				t.Fatalf("slowloris connection ended after %v (err %v), want ~300ms", took.Round(time.Millisecond), err)
+			}
+		})
+	}
+}
+
+func TestSilentConnectionClosedByHeaderTimeout(t *testing.T) {
+	addr := proxyWith(t, &Proxy{HeaderTimeout: 200 * time.Millisecond}, &http.Server{Handler: http.HandlerFunc(okHandler)})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	closedWithin(t, c, time.Second)
+}
+
+func TestIdleConnectionClosedAndHoldsNoBuffers(t *testing.T) {
+	p := &Proxy{IdleTimeout: 500 * time.Millisecond}
+	big := strings.Repeat("x", 256<<10)
+	addr := proxyWith(t, p, &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, big) })})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	fmt.Fprint(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := io.Copy(io.Discard, resp.Body); n != int64(len(big)) {
+		t.Fatalf("body %d bytes", n)
+	}
+	// Idle after a 256 KiB response: no buffers held, on either side.
+	deadline := time.Now().Add(time.Second)
+	for p.buffers.Load() != 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := p.buffers.Load(); n != 0 {
+		t.Errorf("an idle connection holds %d buffers, want 0", n)
+	}
+	closedWithin(t, br2conn{br, c}, time.Second)
+}
+
+// br2conn reads through a bufio.Reader that may hold bytes of c.
+type br2conn struct {
+	*bufio.Reader
+	net.Conn
+}
+
+func (b br2conn) Read(p []byte) (int, error) { return b.Reader.Read(p) }
+
+// TestAppIdleTimeoutDoesNotFailTheNextRequest: an application that closes
+// idle connections sooner than its client (Node.js: 5 s) must not turn the
+// client's next request into a 502: the proxy opens another connection,
+// as the client would have.
+func TestAppIdleTimeoutDoesNotFailTheNextRequest(t *testing.T) {
+	var runs atomic.Int32
+	srv := &http.Server{IdleTimeout: 100 * time.Millisecond, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		runs.Add(1)
+		okHandler(w, r)
+	})}
+	addr := proxyWith(t, &Proxy{}, srv)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	for i := range 2 {
+		if i > 0 {
+			time.Sleep(400 * time.Millisecond) // the app has closed its side
+		}
+		fmt.Fprint(c, "POST /order HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("request %d: status %d, want 200", i, resp.StatusCode)
+		}
+	}
+	if n := runs.Load(); n != 2 {
+		t.Errorf("the app ran %d requests, want 2", n)
+	}
+}
+
+func TestMalformedChunkedBodyIs400(t *testing.T) {
+	addr := proxyWith(t, &Proxy{}, &http.Server{Handler: http.HandlerFunc(okHandler)})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprint(c, "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 400 || !resp.Close {
+		t.Errorf("got %d close=%v, want 400 and Connection: close, as net/http answers", resp.StatusCode, resp.Close)
+	}
+	if errors.Is(err, io.EOF) {
+		t.Error(err)
+	}
+}
