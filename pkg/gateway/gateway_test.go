@@ -60,20 +60,26 @@ func (n *fakeNode) Inject(req *pb.InjectRequest, stream pb.Node_InjectServer) er
 	n.started = append(n.started, req.GetId())
 	n.mu.Unlock()
 	st := &pb.FaultStatus{Id: req.GetId(), State: pb.FaultState_FAULT_STATE_ACTIVE}
-	if err := stream.Send(&pb.InjectResponse{Fault: st}); err != nil {
-		return err
-	}
 	reason := "expired"
-	select {
-	case <-time.After(req.GetDuration().AsDuration()):
-	case reason = <-stop:
-	case <-ctx.Done():
+	// As the real node: a call gone before it hears "active" ends the fault.
+	sendErr := stream.Send(&pb.InjectResponse{Fault: st})
+	if sendErr != nil {
 		reason = "cancelled"
+	} else {
+		select {
+		case <-time.After(req.GetDuration().AsDuration()):
+		case reason = <-stop:
+		case <-ctx.Done():
+			reason = "cancelled"
+		}
 	}
 	n.mu.Lock()
 	delete(n.running, req.GetId())
 	n.ended[req.GetId()] = reason
 	n.mu.Unlock()
+	if sendErr != nil {
+		return sendErr
+	}
 	return stream.Send(&pb.InjectResponse{Fault: &pb.FaultStatus{Id: req.GetId(), State: pb.FaultState_FAULT_STATE_ENDED,
 		EndReason: reason, Counters: &pb.Counters{Requests: 2, Delayed: 1}}})
 }
