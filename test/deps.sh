@@ -16,7 +16,7 @@ test=("${demo[@]}"
 	protobuf-compiler:protoc libprotobuf-dev:/usr/include/google/protobuf/duration.proto
 	etcd-server:etcd containernetworking-plugins:/usr/lib/cni/bridge
 	gcc:gcc libc6-dev:/usr/include/stdio.h util-linux:setpriv
-	python3-grpcio:/usr/lib/python3/dist-packages/grpc/__init__.py)
+	python3-grpcio:/usr/lib/python3/dist-packages/grpc/__init__.py prometheus:prometheus)
 bench=(iproute2:ip wrk:wrk)
 
 missing=()

@@ -29,6 +29,8 @@ import (
 
 	"github.com/faultline-dev/faultline/pkg/auth"
 	"github.com/faultline-dev/faultline/pkg/engine"
+	"github.com/faultline-dev/faultline/pkg/logging"
+	"github.com/faultline-dev/faultline/pkg/metrics"
 	"github.com/faultline-dev/faultline/pkg/nodeapi"
 	"github.com/faultline-dev/faultline/pkg/proxy/httpfault"
 )
@@ -43,7 +45,9 @@ type config struct {
 	allowHostNetns        bool
 	headerTimeout         time.Duration
 	idleTimeout           time.Duration
-	kube                  kubeConfig
+	// metricsListen is the address of /metrics; empty serves none.
+	metricsListen string
+	kube          kubeConfig
 }
 
 func main() {
@@ -58,7 +62,9 @@ func main() {
 	flag.BoolVar(&cfg.allowHostNetns, "allow-host-netns", false, "let faults target the host's own network namespace (that of PID 1) or faultlined's: they then hit the machine itself")
 	flag.DurationVar(&cfg.headerTimeout, "http-header-timeout", httpfault.DefaultHeaderTimeout, "the proxy closes an HTTP/1 connection whose client takes longer to send a request head")
 	flag.DurationVar(&cfg.idleTimeout, "http-idle-timeout", httpfault.DefaultIdleTimeout, "the proxy closes an HTTP/1 connection idle between requests for longer")
+	flag.StringVar(&cfg.metricsListen, "metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. :9464 (default: none); read-only, no token: they name faults and their targets")
 	level := flag.String("log-level", "info", "debug, info, warn or error")
+	format := flag.String("log-format", "text", "text or json")
 	cfg.kube.flags(flag.CommandLine)
 	flag.Parse()
 
@@ -75,7 +81,11 @@ func main() {
 		fmt.Fprintf(os.Stderr, "faultlined: --listen-auth must be token or none, got %q\n", cfg.listenAuth)
 		os.Exit(2)
 	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	logger, err := logging.New(os.Stderr, *format, lvl)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "faultlined: --log-format: %v\n", err)
+		os.Exit(2)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, logger, cfg); err != nil {
@@ -90,8 +100,10 @@ func run(ctx context.Context, logger *slog.Logger, cfg config) error {
 		return err
 	}
 	defer os.Remove(cfg.socket)
+	mon := metrics.NewNode()
 	eng := engine.New(engine.Options{Logger: logger, AllowHostNetns: cfg.allowHostNetns,
-		HeaderTimeout: cfg.headerTimeout, IdleTimeout: cfg.idleTimeout})
+		HeaderTimeout: cfg.headerTimeout, IdleTimeout: cfg.idleTimeout, Monitor: mon})
+	mon.Watch(eng)
 	api := &nodeapi.Server{Faults: nodeapi.Engine(eng), Logger: logger}
 	srv := nodeapi.NewGRPCServer(api)
 	ctx, cancel := context.WithCancel(ctx)
@@ -126,7 +138,15 @@ func run(ctx context.Context, logger *slog.Logger, cfg config) error {
 		}
 		go func() { errc <- tsrv.Serve(tln) }()
 	}
-	logger.Info("faultlined ready", "socket", cfg.socket, "listen", cfg.listen, "listen_auth", cfg.listenAuth, "kubernetes", cfg.kube.enabled)
+	if cfg.metricsListen != "" {
+		msrv, err := metrics.Serve(cfg.metricsListen, metrics.NewNodeRegistry(mon), logger)
+		if err != nil {
+			srv.Stop()
+			return err
+		}
+		defer msrv.Close()
+	}
+	logger.Info("faultlined ready", "socket", cfg.socket, "listen", cfg.listen, "listen_auth", cfg.listenAuth, "kubernetes", cfg.kube.enabled, "metrics", cfg.metricsListen)
 
 	select {
 	case <-ctx.Done():

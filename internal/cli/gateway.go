@@ -19,6 +19,7 @@ import (
 
 	"github.com/faultline-dev/faultline/pkg/auth"
 	"github.com/faultline-dev/faultline/pkg/gateway"
+	"github.com/faultline-dev/faultline/pkg/logging"
 	"github.com/faultline-dev/faultline/pkg/targets"
 	"github.com/faultline-dev/faultline/pkg/targets/containerd"
 	"github.com/faultline-dev/faultline/pkg/targets/netnsdir"
@@ -91,7 +92,7 @@ func tokenHint(file string) string {
 func newCmdGateway(g *globals) *cobra.Command {
 	var p localParams
 	var listen, tokenFile string
-	level := slog.LevelInfo
+	level, logFormat := slog.LevelInfo, "text"
 	cmd := &cobra.Command{
 		Use:   "gateway",
 		Short: "Serve the selector-level Gateway API that k6 scripts and the CLI call",
@@ -114,7 +115,10 @@ Examples:
   faultline gateway --local --listen 127.0.0.1:7440`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			logger, err := logging.New(os.Stderr, logFormat, level)
+			if err != nil {
+				return usagef("--log-format: %v", err)
+			}
 			token, file, created, err := gatewayToken(tokenFile)
 			if err != nil {
 				return err
@@ -133,6 +137,7 @@ Examples:
 	cmd.Flags().StringVar(&listen, "listen", DefaultGatewayAddr, "address to serve on (keep it on loopback: the token travels in cleartext)")
 	cmd.Flags().StringVar(&tokenFile, "token-file", "", "file holding the bearer token callers must send (default ~/.config/faultline/gateway-token, created when missing)")
 	cmd.Flags().TextVar(&level, "log-level", level, "gateway log level: debug, info, warn or error")
+	cmd.Flags().StringVar(&logFormat, "log-format", logFormat, "text or json")
 	return cmd
 }
 
@@ -156,7 +161,7 @@ const DefaultGatewayAddr = "127.0.0.1:7440"
 
 func newCmdRun(g *globals) *cobra.Command {
 	var p localParams
-	level := slog.LevelWarn
+	level, logFormat := slog.LevelWarn, "text"
 	cmd := &cobra.Command{
 		Use:   "run [--local] -- COMMAND [ARG...]",
 		Short: "Run a command with a gateway for it, e.g. k6",
@@ -181,7 +186,10 @@ Examples:
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			logger, err := logging.New(os.Stderr, logFormat, level)
+			if err != nil {
+				return usagef("--log-format: %v", err)
+			}
 			token, err := auth.NewToken()
 			if err != nil {
 				return err
@@ -197,6 +205,7 @@ Examples:
 	}
 	p.bind(cmd.Flags())
 	cmd.Flags().TextVar(&level, "log-level", level, "log level of the run's gateway (on stderr, beside COMMAND's output): debug, info, warn or error")
+	cmd.Flags().StringVar(&logFormat, "log-format", logFormat, "text or json")
 	return cmd
 }
 

@@ -130,6 +130,18 @@ type Status struct {
 	Started, Expires time.Time
 	Counters         Counters
 	EndReason        Reason // once ended
+	// Links is how many kernel links (bpf_link) the fault holds now.
+	Links int
+}
+
+// Monitor watches faults for metrics; package metrics implements it.
+type Monitor interface {
+	// Observers returns what a proxy fault reports its delays and its
+	// overhead to (see httpfault.Proxy); either may be nil.
+	Observers(id string, kind fault.Kind, t Target) (delays, overhead httpfault.Observer)
+	// Ended is called once with the final status of every fault that
+	// was started, including one whose setup failed.
+	Ended(Status)
 }
 
 // Options configure an Engine.
@@ -145,6 +157,8 @@ type Options struct {
 	// HeaderTimeout and IdleTimeout are the HTTP/1 proxy's (see
 	// httpfault.Proxy); zero means its defaults.
 	HeaderTimeout, IdleTimeout time.Duration
+	// Monitor, if set, is told about every fault (see Monitor).
+	Monitor Monitor
 
 	// beforeAttach, for tests, runs during setup just before the kernel
 	// program is attached.
@@ -369,6 +383,8 @@ type Running struct {
 // impl is the kind-specific part of a running fault.
 type impl interface {
 	counters() Counters
+	// links is how many kernel links it holds now.
+	links() int
 	// detach stops new traffic reaching the fault, after which its claim
 	// is free; it is safe to call more than once.
 	detach()
@@ -461,6 +477,9 @@ func (f *Running) end(reason Reason) {
 	f.e.mu.Unlock()
 	f.ns.Close()
 	close(f.done)
+	if m := f.e.opts.Monitor; m != nil {
+		m.Ended(f.Status())
+	}
 }
 
 // ID returns the fault's id.
@@ -497,7 +516,7 @@ func (f *Running) Status() Status {
 	case StateEnded:
 		st.Counters, st.EndReason = f.final, f.reason
 	case StateActive, StateDraining:
-		st.Counters = f.impl.counters()
+		st.Counters, st.Links = f.impl.counters(), f.impl.links()
 	}
 	return st
 }

@@ -13,8 +13,9 @@ type networkFault struct {
 	progs  *netfault.Programs
 	closed sync.Once
 
-	mu   sync.Mutex // counters runs on List calls and on the fault's own goroutine
-	last netfault.Stats
+	mu       sync.Mutex // counters runs on List calls and on the fault's own goroutine
+	last     netfault.Stats
+	detached bool
 }
 
 var protocols = map[fault.Protocol]uint8{
@@ -43,11 +44,23 @@ func (nf *networkFault) counters() Counters {
 	return Counters{PacketsSeen: nf.last.PacketsSeen, PacketsDropped: nf.last.PacketsDropped, ConnectionsRefused: nf.last.ConnectionsRefused}
 }
 
+func (nf *networkFault) links() int {
+	nf.mu.Lock()
+	defer nf.mu.Unlock()
+	if nf.detached {
+		return 0
+	}
+	return nf.progs.Links()
+}
+
 // detach is the whole release of a network fault: nothing drains.
 func (nf *networkFault) detach() {
 	nf.closed.Do(func() {
 		nf.counters() // keep the last reading
 		nf.progs.Close()
+		nf.mu.Lock()
+		nf.detached = true
+		nf.mu.Unlock()
 	})
 }
 

@@ -60,6 +60,9 @@ func (f *Running) setupProxy(ctx context.Context, rule fault.ProxyFault) (_ impl
 		HeaderTimeout: f.e.opts.HeaderTimeout,
 		IdleTimeout:   f.e.opts.IdleTimeout,
 	}
+	if m := f.e.opts.Monitor; m != nil {
+		pf.proxy.Delays, pf.proxy.Overhead = m.Observers(f.spec.ID, rule.Kind(), f.target)
+	}
 	for _, ln := range pf.listeners {
 		go pf.proxy.Serve(ln)
 	}
@@ -86,6 +89,13 @@ func (pf *proxyFault) counters() Counters {
 		c.Counters = pf.proxy.Counters()
 	}
 	return c
+}
+
+func (pf *proxyFault) links() int {
+	if pf.steering != nil {
+		return 1
+	}
+	return 0
 }
 
 // detach removes the steering: new connections go to the application.

@@ -190,6 +190,10 @@ func (f *Programs) refuseProg() *ebpf.Program {
 	return f.refuse.FlRefuse
 }
 
+// Links is how many kernel links the programs were attached with: one
+// per interface, and one on the namespace unless UDP only.
+func (f *Programs) Links() int { return len(f.links) }
+
 // Close detaches and frees everything. It is safe to call more than once.
 func (f *Programs) Close() error {
 	f.closeOnce.Do(func() {

@@ -61,6 +61,7 @@ func TestCLIErrors(t *testing.T) {
 		{"host netns", []string{"inject", "http", "--socket", nd.socket, "--netns", "/proc/self/ns/net", "--port", "8080", "--duration", "5s"}, 1, "host's network namespace"},
 		{"fifo as netns", []string{"inject", "http", "--socket", nd.socket, "--netns", fifo, "--port", "8080", "--duration", "5s"}, 2, "is not a network namespace"},
 		{"bad log level", []string{"run", "--local", "--log-level", "loud", "--", "true"}, 2, `invalid argument "loud" for "--log-level"`},
+		{"bad log format", []string{"run", "--local", "--log-format", "yaml", "--", "true"}, 2, `--log-format: must be text or json, got "yaml"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := faultline(t, tc.args...)

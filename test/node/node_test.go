@@ -51,7 +51,7 @@ type node struct {
 	api         pb.NodeClient
 }
 
-func newNode(t *testing.T) *node {
+func newNode(t *testing.T, daemonArgs ...string) *node {
 	t.Helper()
 	n := netnstest.NewNet(t)
 	nd := &node{pod: n.AddHost("pod"), client: n.AddHost("client")}
@@ -61,7 +61,7 @@ func newNode(t *testing.T) *node {
 	nd.url = "http://" + netip.AddrPortFrom(nd.pod.Addr, 8080).String() + "/"
 	nd.http = &http.Client{Transport: &http.Transport{DialContext: nd.client.Dial(), DisableKeepAlives: true}, Timeout: 10 * time.Second}
 
-	d := proctest.StartFaultlined(t, binDir)
+	d := proctest.StartFaultlined(t, binDir, daemonArgs...)
 	nd.socket, nd.daemon = d.Socket, d.Cmd
 	conn, err := grpc.NewClient("unix://"+nd.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

@@ -40,10 +40,10 @@ type Daemon struct {
 
 // StartFaultlined runs binDir/faultlined on a socket of its own, logging to
 // the test, and waits for the socket.
-func StartFaultlined(t *testing.T, binDir string) *Daemon {
+func StartFaultlined(t *testing.T, binDir string, args ...string) *Daemon {
 	t.Helper()
 	d := &Daemon{Socket: filepath.Join(t.TempDir(), "faultlined.sock")}
-	d.Cmd = exec.Command(filepath.Join(binDir, "faultlined"), "--socket", d.Socket, "--log-level", "debug")
+	d.Cmd = exec.Command(filepath.Join(binDir, "faultlined"), append([]string{"--socket", d.Socket, "--log-level", "debug"}, args...)...)
 	d.Cmd.Stderr = logWriter{t}
 	if err := d.Cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -143,8 +143,8 @@ func describe(resp *http.Response, body []byte) string {
 		resp.Trailer, len(body), hex.EncodeToString(sum[:8]))
 }
 
-// observe runs every scenario and records what the client saw.
-func observe(t *testing.T, w *lab) observation {
+// observeAll runs every scenario and records what the client saw.
+func observeAll(t *testing.T, w *lab) observation {
 	t.Helper()
 	o := observation{}
 	c := w.freshClient(time.Second)
@@ -264,9 +264,9 @@ func observe(t *testing.T, w *lab) observation {
 
 func TestPassThroughFidelity(t *testing.T) {
 	w := newLab(t, fidelityApp())
-	direct := observe(t, w)
+	direct := observeAll(t, w)
 	p := w.start(t, &fault.HTTP{}) // zero fault: proxy only
-	proxied := observe(t, w)
+	proxied := observeAll(t, w)
 	if !reflect.DeepEqual(direct, proxied) {
 		for k := range direct {
 			if direct[k] != proxied[k] {

@@ -108,13 +108,14 @@ func (c *h1) serve() {
 			}
 			return
 		}
+		read := time.Now()
 		_ = c.c.SetReadDeadline(time.Time{})
 		req, err := parseRequestHead(raw)
 		if err != nil {
 			c.writeAnswer(&fault.Answer{Status: http.StatusBadRequest, Body: []byte("faultline: malformed request\n")}, false, true)
 			return
 		}
-		if !c.handle(req) || c.draining.Load() {
+		if !c.handle(req, read) || c.draining.Load() {
 			return
 		}
 	}
@@ -248,13 +249,16 @@ func (c *h1) sniffH2() (bool, error) {
 	}
 }
 
-// handle runs steps 2-5 for one request and reports whether the
-// connection stays open for another.
-func (c *h1) handle(req *requestHead) bool {
+// handle runs steps 2-5 for one request, whose head was read at read,
+// and reports whether the connection stays open for another.
+func (c *h1) handle(req *requestHead, read time.Time) bool {
 	d := c.p.decide(req)
 	if d.Answer != nil {
 		c.p.wait(d.Delay, nil)
 		return c.answer(req, d.Answer)
+	}
+	if d.Delay == 0 {
+		return c.forward(req, 0, read)
 	}
 	var hold time.Duration
 	if d.DelayResponse {
@@ -269,7 +273,7 @@ func (c *h1) handle(req *requestHead) bool {
 			return false
 		}
 	}
-	return c.forward(req, hold)
+	return c.forward(req, hold, time.Time{})
 }
 
 // watchGone closes gone when the client closes or resets its side of c
@@ -325,8 +329,9 @@ func (c *h1) answer(req *requestHead, a *fault.Answer) bool {
 }
 
 // forward sends the request to the application and relays the response,
-// holding the response head for hold first.
-func (c *h1) forward(req *requestHead, hold time.Duration) bool {
+// holding the response head for hold first. A request not delayed gives
+// the time its head was read, to observe the proxy's overhead.
+func (c *h1) forward(req *requestHead, hold time.Duration, read time.Time) bool {
 	p := c.p
 	fresh := false
 	if c.up != nil && c.upStale() {
@@ -362,6 +367,9 @@ func (c *h1) forward(req *requestHead, hold time.Duration) bool {
 			}
 			fresh = true
 		}
+		if !read.IsZero() {
+			observe(p.Overhead, read)
+		}
 	} else {
 		_, _ = c.upbw.Write(req.raw)
 		_, _ = c.br.Discard(len(req.raw))
@@ -372,6 +380,9 @@ func (c *h1) forward(req *requestHead, hold time.Duration) bool {
 			}
 			if err := c.upbw.Flush(); err != nil {
 				return c.badGateway(err)
+			}
+			if !read.IsZero() {
+				observe(p.Overhead, read)
 			}
 		} else {
 			// Stream the body while waiting for the response: the

@@ -115,6 +115,7 @@ type h2stream struct {
 	reset        bool     // by the client, while open: kept in byUp only
 	held         []func() // frames that arrived during the delay, to queue on release
 	timer        *time.Timer
+	seen         time.Time // when its request head was decoded, if not delayed
 }
 
 func newH2(p *Proxy, client net.Conn, cbr *bufio.Reader, cbw *bufio.Writer) *h2 {
@@ -336,7 +337,7 @@ func (c *h2) clientHeaders(f *http2.MetaHeadersFrame) {
 		return // trailers of a closed or answered stream
 	}
 	st.clientDone = st.clientDone || end
-	send := func() { c.queueHeadersLocked(st, fields, end) }
+	send := func() { c.queueHeadersLocked(st, fields, end, time.Time{}) }
 	if st.state == streamHeld {
 		st.held = append(st.held, send)
 		return
@@ -363,9 +364,11 @@ func (c *h2) newStreamLocked(cid uint32, fields []hpack.HeaderField, end, trunca
 	case d.Answer != nil:
 		st.state = streamHeld // until answered: its frames are dropped then
 		a := d.Answer
+		start := time.Now()
 		deadline, aim := c.p.pace.aim(d.Delay)
 		st.timer = time.AfterFunc(aim, func() {
 			c.p.pace.woke(deadline)
+			observe(c.p.Delays, start)
 			c.mu.Lock()
 			if c.streams[cid] == st && st.state == streamHeld {
 				c.answerLocked(st, a)
@@ -375,9 +378,11 @@ func (c *h2) newStreamLocked(cid uint32, fields []hpack.HeaderField, end, trunca
 		})
 	case d.Delay > 0:
 		st.state = streamHeld
+		start := time.Now()
 		deadline, aim := c.p.pace.aim(d.Delay)
-		st.timer = time.AfterFunc(aim, func() { c.p.pace.woke(deadline); c.release(st) })
+		st.timer = time.AfterFunc(aim, func() { c.p.pace.woke(deadline); observe(c.p.Delays, start); c.release(st) })
 	default:
+		st.seen = time.Now()
 		c.openLocked(st)
 	}
 }
@@ -389,7 +394,7 @@ func (c *h2) openLocked(st *h2stream) {
 	st.uid = c.nextUp
 	c.nextUp += 2
 	c.byUp[st.uid] = st
-	c.queueHeadersLocked(st, st.fields, st.endStream)
+	c.queueHeadersLocked(st, st.fields, st.endStream, st.seen)
 	st.fields = nil
 	for _, send := range st.held {
 		send()
@@ -415,10 +420,16 @@ func (c *h2) release(st *h2stream) {
 
 // queueHeadersLocked queues a header block for the application, encoded
 // by the writer, in sending order, with the application's table size.
-func (c *h2) queueHeadersLocked(st *h2stream, fields []hpack.HeaderField, end bool) {
+// A request not delayed gives when its head was decoded, to observe the
+// proxy's overhead.
+func (c *h2) queueHeadersLocked(st *h2stream, fields []hpack.HeaderField, end bool, seen time.Time) {
 	c.toUp.queue(func(w *http2.Framer) error {
 		block := c.toUp.encode(fields, min(4096, c.appTableSize.Load()), false)
-		return writeHeaderBlock(w, st.uid, block, end)
+		err := writeHeaderBlock(w, st.uid, block, end)
+		if err == nil && !seen.IsZero() {
+			observe(c.p.Overhead, seen) // written, if not yet flushed
+		}
+		return err
 	})
 }
 
