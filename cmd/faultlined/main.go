@@ -31,6 +31,7 @@ import (
 	"github.com/faultline-dev/faultline/pkg/engine"
 	"github.com/faultline-dev/faultline/pkg/logging"
 	"github.com/faultline-dev/faultline/pkg/metrics"
+	"github.com/faultline-dev/faultline/pkg/metrics/nodemetrics"
 	"github.com/faultline-dev/faultline/pkg/nodeapi"
 	"github.com/faultline-dev/faultline/pkg/proxy/httpfault"
 )
@@ -100,7 +101,7 @@ func run(ctx context.Context, logger *slog.Logger, cfg config) error {
 		return err
 	}
 	defer os.Remove(cfg.socket)
-	mon := metrics.NewNode()
+	mon := nodemetrics.NewNode()
 	eng := engine.New(engine.Options{Logger: logger, AllowHostNetns: cfg.allowHostNetns,
 		HeaderTimeout: cfg.headerTimeout, IdleTimeout: cfg.idleTimeout, Monitor: mon})
 	mon.Watch(eng)
@@ -139,7 +140,7 @@ func run(ctx context.Context, logger *slog.Logger, cfg config) error {
 		go func() { errc <- tsrv.Serve(tln) }()
 	}
 	if cfg.metricsListen != "" {
-		msrv, err := metrics.Serve(cfg.metricsListen, metrics.NewNodeRegistry(mon), logger)
+		msrv, err := metrics.Serve(cfg.metricsListen, nodemetrics.NewNodeRegistry(mon), logger)
 		if err != nil {
 			srv.Stop()
 			return err

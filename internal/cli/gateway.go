@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -20,6 +21,7 @@ import (
 	"github.com/faultline-dev/faultline/pkg/auth"
 	"github.com/faultline-dev/faultline/pkg/gateway"
 	"github.com/faultline-dev/faultline/pkg/logging"
+	"github.com/faultline-dev/faultline/pkg/metrics"
 	"github.com/faultline-dev/faultline/pkg/targets"
 	"github.com/faultline-dev/faultline/pkg/targets/containerd"
 	"github.com/faultline-dev/faultline/pkg/targets/netnsdir"
@@ -35,6 +37,7 @@ type localParams struct {
 	containerdSocket     string
 	containerdNamespaces []string
 	kube                 kubeParams
+	metricsListen        string
 }
 
 func (p *localParams) bind(f *pflag.FlagSet) {
@@ -42,6 +45,11 @@ func (p *localParams) bind(f *pflag.FlagSet) {
 	f.StringVar(&p.containerdSocket, "containerd-socket", envOr("FAULTLINE_CONTAINERD", containerd.DefaultAddress), "containerd socket of local mode (env FAULTLINE_CONTAINERD)")
 	f.StringArrayVar(&p.containerdNamespaces, "containerd-namespace", nil, "containerd namespace to look in; repeatable (default: all)")
 	p.kube.bind(f)
+}
+
+// bindMetrics adds --metrics-listen, for the commands that serve a gateway.
+func (p *localParams) bindMetrics(f *pflag.FlagSet) {
+	f.StringVar(&p.metricsListen, "metrics-listen", "", "serve the gateway's Prometheus metrics at http://ADDR/metrics (default: none)")
 }
 
 // server builds the gateway of the chosen mode.
@@ -71,13 +79,27 @@ func (p *localParams) serve(g *globals, addr string, check *auth.Checker, logger
 		ln.Close()
 		return nil, nil, err
 	}
-	gs := gateway.NewGRPCServer(s, check)
+	var opts []grpc.ServerOption
+	var msrv *http.Server
+	if p.metricsListen != "" {
+		m := metrics.NewGateway()
+		s.Metrics, opts = m, m.ServerOptions()
+		if msrv, err = metrics.Serve(p.metricsListen, metrics.NewGatewayRegistry(m), logger); err != nil {
+			ln.Close()
+			closeSource()
+			return nil, nil, err
+		}
+	}
+	gs := gateway.NewGRPCServer(s, check, opts...)
 	go gs.Serve(ln)
 	stop := func() {
 		t := time.AfterFunc(5*time.Second, gs.Stop)
 		gs.GracefulStop()
 		t.Stop()
 		closeSource()
+		if msrv != nil {
+			msrv.Close()
+		}
 	}
 	return ln, stop, nil
 }
@@ -134,6 +156,7 @@ Examples:
 		},
 	}
 	p.bind(cmd.Flags())
+	p.bindMetrics(cmd.Flags())
 	cmd.Flags().StringVar(&listen, "listen", DefaultGatewayAddr, "address to serve on (keep it on loopback: the token travels in cleartext)")
 	cmd.Flags().StringVar(&tokenFile, "token-file", "", "file holding the bearer token callers must send (default ~/.config/faultline/gateway-token, created when missing)")
 	cmd.Flags().TextVar(&level, "log-level", level, "gateway log level: debug, info, warn or error")
@@ -204,6 +227,7 @@ Examples:
 		},
 	}
 	p.bind(cmd.Flags())
+	p.bindMetrics(cmd.Flags())
 	cmd.Flags().TextVar(&level, "log-level", level, "log level of the run's gateway (on stderr, beside COMMAND's output): debug, info, warn or error")
 	cmd.Flags().StringVar(&logFormat, "log-format", logFormat, "text or json")
 	return cmd

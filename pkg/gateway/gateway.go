@@ -42,6 +42,19 @@ type Server struct {
 	// MaxStarting bounds how many targets' faults are being started at
 	// once; 0 means 32.
 	MaxStarting int
+	// Metrics, if set, is told about every target's fault (package
+	// metrics implements it).
+	Metrics Metrics
+}
+
+// Metrics watches the gateway's faults.
+type Metrics interface {
+	// Injecting is called once per inject call with its number of targets.
+	Injecting(targets int)
+	// Active is called when a target's fault is active, after took.
+	Active(took time.Duration)
+	// Ended is called when a target's fault that was active has ended.
+	Ended()
 }
 
 func (s *Server) log() *slog.Logger {
@@ -193,6 +206,9 @@ func (s *Server) inject(ctx context.Context, ts *pb.TargetSet, d *durationpb.Dur
 		return nil, err
 	}
 	found := res.Targets
+	if s.Metrics != nil {
+		s.Metrics.Injecting(len(found))
+	}
 	reqs := make([]*pb.InjectRequest, len(found))
 	infos := make([]*pb.TargetInfo, len(found))
 	batch := fault.NewID("gw")
@@ -275,6 +291,7 @@ func (s *Server) runTarget(ctx context.Context, t targets.Target, req *pb.Inject
 		return nil, err
 	}
 	defer release()
+	asked := time.Now()
 	stream, err := node.Inject(ctx, req)
 	if err == nil {
 		_, err = stream.Recv() // active
@@ -282,6 +299,10 @@ func (s *Server) runTarget(ctx context.Context, t targets.Target, req *pb.Inject
 	<-starting
 	if err != nil {
 		return nil, err
+	}
+	if s.Metrics != nil {
+		s.Metrics.Active(time.Since(asked))
+		defer s.Metrics.Ended()
 	}
 	last, err := stream.Recv() // ended
 	if err != nil {

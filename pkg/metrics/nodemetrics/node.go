@@ -1,5 +1,5 @@
-// Package metrics exposes faultlined's and the gateway's Prometheus
-// metrics: proof that a fault hit, and what it cost.
+// Package nodemetrics is faultlined's Prometheus metrics: proof that a
+// fault hit, and what it cost.
 //
 // Node metrics are read from the engine when Prometheus scrapes, never
 // counted twice: the proxy's own atomic counters become the fault's
@@ -12,12 +12,11 @@
 // name, or the netns path or pid). A fault's series stay for Retention
 // after it ends, with its final values, so that a scrape after the end
 // still sees what the fault returned.
-package metrics
+package nodemetrics
 
 import (
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"sync"
 	"time"
 
@@ -26,6 +25,7 @@ import (
 
 	"github.com/faultline-dev/faultline/pkg/engine"
 	"github.com/faultline-dev/faultline/pkg/fault"
+	"github.com/faultline-dev/faultline/pkg/metrics"
 	"github.com/faultline-dev/faultline/pkg/proxy/httpfault"
 )
 
@@ -254,29 +254,6 @@ func openLinks() int {
 // the process's, and faultline_build_info.
 func NewNodeRegistry(n *Node) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(n, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), BuildInfo("faultlined"))
+	reg.MustRegister(n, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), metrics.BuildInfo("faultlined"))
 	return reg
-}
-
-// BuildInfo is faultline_build_info{binary, version, revision, goversion} 1.
-func BuildInfo(binary string) prometheus.Collector {
-	version, revision, goVersion := "unknown", "unknown", "unknown"
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		goVersion = bi.GoVersion
-		if bi.Main.Version != "" {
-			version = bi.Main.Version
-		}
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" {
-				revision = s.Value
-			}
-		}
-	}
-	g := prometheus.NewGauge(prometheus.GaugeOpts{
-		Name:        "faultline_build_info",
-		Help:        "Which faultline this is: always 1.",
-		ConstLabels: prometheus.Labels{"binary": binary, "version": version, "revision": revision, "goversion": goVersion},
-	})
-	g.Set(1)
-	return g
 }
