@@ -176,6 +176,9 @@ type version struct {
 	bin    string
 	socket string
 	daemon *exec.Cmd
+	// metrics is the /metrics address of a daemon that serves them, and
+	// is scraped every second during the run.
+	metrics string
 }
 
 func TestBenchTable(t *testing.T) {
@@ -192,13 +195,23 @@ func TestBenchTable(t *testing.T) {
 	waitHTTP(t, client, l4url)
 
 	versions := []*version{build(t, "this tree", "")}
+	// The same build with metrics on, scraped every second: what they
+	// cost on the request path.
+	versions = append(versions, &version{name: "metrics on", bin: versions[0].bin, metrics: "127.0.0.1:19464"})
 	if rev := os.Getenv("FAULTLINE_BENCH_BASELINE"); rev != "" {
 		versions = append(versions, build(t, "baseline "+rev, rev))
 	}
 	for _, v := range versions {
 		v.socket = filepath.Join(t.TempDir(), "fl.sock")
-		v.daemon = startProcess(t, exec.Command(filepath.Join(v.bin, "faultlined"), "--socket", v.socket, "--log-level", "warn"))
+		args := []string{"--socket", v.socket, "--log-level", "warn"}
+		if v.metrics != "" {
+			args = append(args, "--metrics-listen", v.metrics)
+		}
+		v.daemon = startProcess(t, exec.Command(filepath.Join(v.bin, "faultlined"), args...))
 		waitSocket(t, v.socket)
+		if v.metrics != "" {
+			scrapeEverySecond(t, v.metrics)
+		}
 	}
 
 	wrk, _ := exec.LookPath("wrk")
@@ -327,6 +340,29 @@ func TestBenchTable(t *testing.T) {
 		}
 	}
 	fmt.Println()
+}
+
+// scrapeEverySecond GETs addr's /metrics every second until the test ends.
+func scrapeEverySecond(t *testing.T, addr string) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	t.Cleanup(func() { cancel(); <-done })
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			if resp, err := http.Get("http://" + addr + "/metrics"); err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}
+	}()
 }
 
 func versionNamed(vs []*version, name string) *version {
