@@ -156,26 +156,38 @@ func TestCLIInjectByPID(t *testing.T) {
 // no command behind (its faults would outlive the run otherwise).
 func TestRunKilledTakesItsCommand(t *testing.T) {
 	netnstest.RequireRoot(t)
-	marker := fmt.Sprintf("fl-run-child-%d", time.Now().UnixNano())
+	// The command is known by a duration of its own (Debian's sh has no
+	// exec -a).
+	marker := fmt.Sprintf("sleep 30.%06d", time.Now().UnixNano()%1e6)
 	cmd := exec.Command(filepath.Join(binDir, "faultline"), "run", "--local", "--socket", filepath.Join(t.TempDir(), "none.sock"),
-		"--", "sh", "-c", "exec -a "+marker+" sleep 30")
+		"--", "sh", "-c", "exec "+marker)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	child := func() bool { return exec.Command("pgrep", "-f", marker).Run() == nil }
-	deadline := time.Now().Add(5 * time.Second)
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	// Anchored: faultline run's own command line holds the marker too.
+	child := func() bool { return exec.Command("pgrep", "-f", "^"+marker+"$").Run() == nil }
+	deadline := time.Now().Add(10 * time.Second)
 	for !child() {
+		select {
+		case <-exited:
+			t.Fatalf("faultline run exited before its command started: %v; stderr: %q", cmd.ProcessState, stderr.String())
+		default:
+		}
 		if time.Now().After(deadline) {
-			t.Fatal("the command did not start")
+			t.Fatalf("the command did not start within 10s; stderr: %q", stderr.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	cmd.Process.Kill()
-	cmd.Wait()
+	<-exited
 	deadline = time.Now().Add(time.Second)
 	for child() {
 		if time.Now().After(deadline) {
-			exec.Command("pkill", "-f", marker).Run()
+			exec.Command("pkill", "-f", "^"+marker+"$").Run()
 			t.Fatal("the command outlived faultline run by a second")
 		}
 		time.Sleep(20 * time.Millisecond)
