@@ -18,6 +18,19 @@ import (
 
 // udpLoss sends n numbered datagrams from client to pod:port and returns
 // how many distinct ones the pod's server received.
+// waitUDPPath waits until a datagram from client reaches pod (a new
+// bridge may take a moment on a loaded machine), at most 10 s.
+func waitUDPPath(t *testing.T, pod, client *netnstest.Host, port int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if udpLoss(t, pod, client, port, 1) == 1 {
+			return
+		}
+	}
+	t.Fatal("no UDP path from client to pod within 10s")
+}
+
 func udpLoss(t *testing.T, pod, client *netnstest.Host, port, n int) int {
 	t.Helper()
 	var pc net.PacketConn
@@ -68,6 +81,7 @@ func TestUDPDropRate(t *testing.T) {
 	n := netnstest.NewNet(t)
 	pod, client := n.AddHost("pod"), n.AddHost("client")
 	const sent = 6000
+	waitUDPPath(t, pod, client, 7002)
 	if got := udpLoss(t, pod, client, 7001, sent); got != sent {
 		t.Fatalf("without a fault %d of %d datagrams arrived: the test itself loses packets", got, sent)
 	}
