@@ -140,7 +140,8 @@ type Monitor interface {
 	// overhead to (see httpfault.Proxy); either may be nil.
 	Observers(id string, kind fault.Kind, t Target) (delays, overhead httpfault.Observer)
 	// Ended is called once with the final status of every fault that
-	// was started, including one whose setup failed.
+	// was started, including one whose setup failed, before its Done
+	// closes; it must not wait for the engine.
 	Ended(Status)
 }
 
@@ -476,10 +477,10 @@ func (f *Running) end(reason Reason) {
 	}
 	f.e.mu.Unlock()
 	f.ns.Close()
-	close(f.done)
 	if m := f.e.opts.Monitor; m != nil {
-		m.Ended(f.Status())
+		m.Ended(f.Status()) // before Done: once Stop returns, the monitor knows
 	}
+	close(f.done)
 }
 
 // ID returns the fault's id.
