@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"sync/atomic"
 
 	"github.com/faultline-dev/faultline/pkg/fault"
 	"github.com/faultline-dev/faultline/pkg/proxy/httpfault"
@@ -21,6 +22,7 @@ type proxyFault struct {
 	listeners []*net.TCPListener
 	proxy     *httpfault.Proxy
 	steering  *steer.Steering
+	attached  atomic.Bool // steering holds its link: read by Status from any goroutine
 	reset     int
 }
 
@@ -73,6 +75,7 @@ func (f *Running) setupProxy(ctx context.Context, rule fault.ProxyFault) (_ impl
 	if err != nil {
 		return nil, err
 	}
+	pf.attached.Store(true)
 	if rule.ResetsConnections() {
 		pf.reset, err = sockdiag.DestroyEstablished(f.ns, port, func(remote netip.Addr) bool { return remote == bypass })
 		if err != nil {
@@ -92,7 +95,7 @@ func (pf *proxyFault) counters() Counters {
 }
 
 func (pf *proxyFault) links() int {
-	if pf.steering != nil {
+	if pf.attached.Load() {
 		return 1
 	}
 	return 0
@@ -101,6 +104,7 @@ func (pf *proxyFault) links() int {
 // detach removes the steering: new connections go to the application.
 func (pf *proxyFault) detach() {
 	if pf.steering != nil {
+		pf.attached.Store(false)
 		if err := pf.steering.Close(); err != nil {
 			pf.log.Warn("detach steering", "err", err)
 		}

@@ -108,7 +108,10 @@ func (c *h1) serve() {
 			}
 			return
 		}
-		read := time.Now()
+		var read time.Time // for the overhead, only when observed
+		if c.p.Overhead != nil {
+			read = time.Now()
+		}
 		_ = c.c.SetReadDeadline(time.Time{})
 		req, err := parseRequestHead(raw)
 		if err != nil {

@@ -382,7 +382,9 @@ func (c *h2) newStreamLocked(cid uint32, fields []hpack.HeaderField, end, trunca
 		deadline, aim := c.p.pace.aim(d.Delay)
 		st.timer = time.AfterFunc(aim, func() { c.p.pace.woke(deadline); observe(c.p.Delays, start); c.release(st) })
 	default:
-		st.seen = time.Now()
+		if c.p.Overhead != nil {
+			st.seen = time.Now()
+		}
 		c.openLocked(st)
 	}
 }
