@@ -20,7 +20,8 @@
 // Differences from xk6-disruptor, all supersets: durations may also be
 // numbers (milliseconds); injectNetworkFaults exists on ServiceDisruptor
 // too; terminatePods returns the names it terminated; faults take
-// faultline's extra fields (delayRate, errorHeaders, match, ...); every
+// faultline's extra fields (delayRate, errorHeaders, match, ...); status()
+// returns the live counters of the faults on a disruptor's targets; every
 // fault's counters are added to k6 metrics (faultline_requests,
 // faultline_requests_faulted, ..., tagged with kind). The options proxyPort
 // and injectTimeout are accepted and mean nothing: faultline needs no proxy
@@ -370,6 +371,25 @@ function record(kind, total) {
   metrics.errored.add(num(total.errored), tags);
 }
 
+const COUNTERS = ['requests', 'unmatched', 'delayed', 'errored', 'upstreamErrors', 'connectionsReset',
+  'packetsSeen', 'packetsDropped', 'connectionsRefused'];
+
+// counters turns a Counters message (uint64 fields come as strings) into
+// numbers.
+function counters(c) {
+  const out = {};
+  for (const k of COUNTERS) out[k] = num(c[k]);
+  return out;
+}
+
+// remainingMs is the time until an RFC 3339 timestamp, at least 0.
+function remainingMs(ts) {
+  if (!ts) return 0;
+  // Date.parse takes at most milliseconds: cut the nanoseconds.
+  const at = Date.parse(String(ts).replace(/(\.\d{3})\d+/, '$1'));
+  return Number.isNaN(at) ? 0 : Math.max(0, at - Date.now());
+}
+
 // Disruptor holds what PodDisruptor and ServiceDisruptor share.
 class Disruptor {
   constructor(targets) {
@@ -429,6 +449,43 @@ class Disruptor {
 
   injectNetworkFaults(...args) {
     return this._inject('network', 'InjectNetwork', networkFault, args, 'NetworkFault');
+  }
+
+  // status returns the faults running now on this disruptor's targets
+  // with their live counters (a faultline superset), e.g. for a check
+  // from another scenario that the fault is hitting:
+  //   {faults: [{target, namespace, node, id, kind, port, state,
+  //              remainingMs, counters}], total, unreachable}
+  // counters and total: {requests, unmatched, delayed, errored,
+  // upstreamErrors, connectionsReset, packetsSeen, packetsDropped,
+  // connectionsRefused}, as numbers; unreachable names the nodes that
+  // could not be asked.
+  status() {
+    let resp;
+    try {
+      resp = call('Status', { targets: this._targets }, 30000);
+    } catch (e) {
+      throw new Error(`error getting fault status: ${message(e)}`);
+    }
+    return {
+      faults: (resp.faults || []).map((r) => {
+        const t = r.target || {};
+        const f = r.fault || {};
+        return {
+          target: t.name || '',
+          namespace: t.namespace || '',
+          node: t.node || '',
+          id: f.id || '',
+          kind: f.kind || '',
+          port: num(f.port),
+          state: String(f.state || '').replace(/^FAULT_STATE_/, '').toLowerCase(),
+          remainingMs: remainingMs(f.expires),
+          counters: counters(f.counters || {}),
+        };
+      }),
+      total: counters(resp.total || {}),
+      unreachable: resp.unreachable || [],
+    };
   }
 
   terminatePods(fault) {

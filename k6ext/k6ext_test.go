@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -22,6 +23,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/faultline-dev/faultline/internal/testkit/k6model"
 	pb "github.com/faultline-dev/faultline/proto/faultline/v1"
@@ -93,6 +95,23 @@ func (f *fakeGateway) InjectNetwork(_ context.Context, r *pb.InjectNetworkReques
 func (f *fakeGateway) TerminatePods(_ context.Context, r *pb.TerminatePodsRequest) (*pb.TerminatePodsResponse, error) {
 	f.record(r)
 	return &pb.TerminatePodsResponse{Terminated: []string{"catalog-2"}}, nil
+}
+
+func (f *fakeGateway) Status(_ context.Context, r *pb.StatusRequest) (*pb.StatusResponse, error) {
+	f.record(r)
+	if f.err != nil {
+		return nil, f.err
+	}
+	c := &pb.Counters{Requests: 12, Delayed: 10, Errored: 4, UpstreamErrors: 1}
+	return &pb.StatusResponse{
+		Faults: []*pb.TargetResult{{
+			Target: &pb.TargetInfo{Name: "catalog-1", Namespace: "shop", Node: "n1"},
+			Fault: &pb.FaultStatus{Id: "gw-1-0", Kind: "http", Port: 8080, State: pb.FaultState_FAULT_STATE_ACTIVE,
+				Expires: timestamppb.New(time.Now().Add(30 * time.Second)), Counters: c},
+		}},
+		Total:       c,
+		Unreachable: []string{"node n2: no ready faultlined pod"},
+	}, nil
 }
 
 func startFake(t *testing.T) (*fakeGateway, string) {
@@ -289,5 +308,29 @@ func TestProtoFilesInsteadOfReflection(t *testing.T) {
 		if (names.join() !== 'catalog-1,catalog-2') throw new Error('targets ' + names);`)
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestStatusGivesLiveCounters(t *testing.T) {
+	f, addr := startFake(t)
+	env := map[string]string{"FAULTLINE_ADDR": addr}
+	_, err := run(t, env, pod+`
+		const s = d.status();
+		const f = s.faults[0];
+		const want = {target: 'catalog-1', namespace: 'shop', node: 'n1', id: 'gw-1-0', kind: 'http', port: 8080, state: 'active'};
+		for (const k of Object.keys(want)) if (f[k] !== want[k]) throw new Error(k + ': ' + JSON.stringify(f));
+		if (!(f.remainingMs > 25000 && f.remainingMs <= 30000)) throw new Error('remainingMs ' + f.remainingMs);
+		if (s.total.requests !== 12 || s.total.errored !== 4 || s.total.upstreamErrors !== 1 || s.total.packetsDropped !== 0 || f.counters.delayed !== 10)
+			throw new Error('counters ' + JSON.stringify(s.total));
+		if (s.unreachable.length !== 1) throw new Error('unreachable ' + JSON.stringify(s.unreachable));`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := f.last(), `{"targets":{"pods":{"namespace":"shop","select":{"labels":{"app":"catalog"}},"exclude":{}}}}`; got != want {
+		t.Errorf("request %s, want %s", got, want)
+	}
+	f.err = status.Error(codes.NotFound, "no pods found matching selector")
+	if _, err := run(t, env, pod+`d.status();`); err == nil || !strings.Contains(err.Error(), "error getting fault status: no pods found") {
+		t.Errorf("a gateway error: %v", err)
 	}
 }

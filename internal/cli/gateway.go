@@ -327,3 +327,8 @@ func (c inProcess) TerminatePods(ctx context.Context, r *pb.TerminatePodsRequest
 	resp, err := c.s.TerminatePods(ctx, r)
 	return resp, errgrpc.ToGRPC(err)
 }
+
+func (c inProcess) Status(ctx context.Context, r *pb.StatusRequest, _ ...grpc.CallOption) (*pb.StatusResponse, error) {
+	resp, err := c.s.Status(ctx, r)
+	return resp, errgrpc.ToGRPC(err)
+}

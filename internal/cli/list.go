@@ -56,6 +56,9 @@ func portString(f *pb.FaultStatus) string {
 }
 
 func targetString(t *pb.Target) string {
+	if p := t.GetPod(); p != nil {
+		return "pod " + p.GetNamespace() + "/" + p.GetName()
+	}
 	if t.GetPid() != 0 {
 		return fmt.Sprintf("pid %d", t.GetPid())
 	}

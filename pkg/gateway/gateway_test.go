@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -103,6 +104,20 @@ func (n *fakeNode) Revoke(_ context.Context, req *pb.RevokeRequest) (*pb.RevokeR
 	}
 }
 
+// List returns the running faults, each with its request's target and
+// live counters of one request.
+func (n *fakeNode) List(context.Context, *pb.ListRequest) (*pb.ListResponse, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	resp := &pb.ListResponse{}
+	for _, r := range n.requests {
+		if n.running[r.GetId()] != nil {
+			resp.Faults = append(resp.Faults, &pb.FaultStatus{Id: r.GetId(), Target: r.GetTarget(), State: pb.FaultState_FAULT_STATE_ACTIVE, Counters: &pb.Counters{Requests: 1}})
+		}
+	}
+	return resp, nil
+}
+
 func (n *fakeNode) runningCount() int {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -145,6 +160,17 @@ func (ft *fakeTransport) Node(_ context.Context, node string) (pb.NodeClient, fu
 	}
 	ft.opens[node]++
 	return pb.NewNodeClient(cc), func() {}, nil
+}
+
+// Nodes lists the nodes, and "gone", a node whose faultlined cannot be
+// reached.
+func (ft *fakeTransport) Nodes(context.Context) ([]string, error) {
+	nodes := []string{"gone"}
+	for name := range ft.nodes {
+		nodes = append(nodes, name)
+	}
+	slices.Sort(nodes)
+	return nodes, nil
 }
 
 // staticSource is a Source double: every target, whatever the set.

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -235,6 +236,26 @@ func (p *PortForward) faultlinedPod(ctx context.Context, node string) (string, e
 		}
 	}
 	return "", fmt.Errorf("%w: no ready faultlined pod on node %s (namespace %s, %s): is the faultlined DaemonSet deployed and running there?", errdefs.ErrUnavailable, node, p.Namespace, p.Selector)
+}
+
+// Nodes lists the nodes that have a faultlined pod, ready or not (a node
+// whose pod is not ready is then unreachable, and says why).
+func (p *PortForward) Nodes(ctx context.Context) ([]string, error) {
+	list, err := p.Client.CoreV1().Pods(p.Namespace).List(ctx, metav1.ListOptions{LabelSelector: p.Selector})
+	if err != nil {
+		return nil, fmt.Errorf("%w: list faultlined pods (namespace %s, %s): %v", errdefs.ErrUnavailable, p.Namespace, p.Selector, err)
+	}
+	var nodes []string
+	for _, pod := range list.Items {
+		if n := pod.Spec.NodeName; n != "" && !slices.Contains(nodes, n) {
+			nodes = append(nodes, n)
+		}
+	}
+	if len(nodes) == 0 {
+		return nil, fmt.Errorf("%w: no faultlined pod in namespace %s (%s): is the faultlined DaemonSet deployed?", errdefs.ErrUnavailable, p.Namespace, p.Selector)
+	}
+	slices.Sort(nodes)
+	return nodes, nil
 }
 
 func podReady(p *corev1.Pod) bool {

@@ -18,7 +18,12 @@ type Transport interface {
 	// Node returns a client for the node's faultlined; release it with the
 	// returned function when the fault is over.
 	Node(ctx context.Context, node string) (pb.NodeClient, func(), error)
+	// Nodes lists the nodes that run a faultlined.
+	Nodes(ctx context.Context) ([]string, error)
 }
+
+// LocalNode is the node name of this machine's targets in local mode.
+const LocalNode = "local"
 
 // LocalTransport reaches the one faultlined of this machine over its unix
 // socket; every node name is this machine.
@@ -43,6 +48,9 @@ func (l *LocalTransport) Node(_ context.Context, _ string) (pb.NodeClient, func(
 	}
 	return pb.NewNodeClient(l.conn), func() {}, nil
 }
+
+// Nodes is this machine.
+func (l *LocalTransport) Nodes(context.Context) ([]string, error) { return []string{LocalNode}, nil }
 
 // Close closes the connection.
 func (l *LocalTransport) Close() error {

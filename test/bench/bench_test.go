@@ -168,7 +168,7 @@ func listenIn(path, addr string) (net.Listener, *netns.Handle) {
 	return ln, ns
 }
 
-const rounds = 3
+const rounds = 5
 
 // version is a build of faultline: this tree, or the baseline revision.
 type version struct {
@@ -227,7 +227,10 @@ func TestBenchTable(t *testing.T) {
 	}
 	only := os.Getenv("FAULTLINE_BENCH_ONLY") // "accuracy" skips the first table
 	for r := 0; r < rounds && only != "accuracy"; r++ {
-		for _, mode := range modes {
+		// Each round starts one mode later, so that no mode always
+		// follows the same one.
+		for i := range modes {
+			mode := modes[(i+r)%len(modes)]
 			u := url
 			var stop func()
 			switch mode {
@@ -296,6 +299,17 @@ func TestBenchTable(t *testing.T) {
 		lat("p50 latency, sequential keep-alive", func(s *sample) []float64 { return s.p50 })
 		lat("p99 latency, sequential keep-alive", func(s *sample) []float64 { return s.p99 })
 		ratio("gRPC unary calls/s (1 conn, 50 streams)", func(s *sample) []float64 { return s.grpc })
+		// What metrics cost, from the rounds' paired differences (both
+		// builds measured minutes apart against the same direct figure).
+		if on := versionNamed(versions, "metrics on"); on != nil {
+			var diff []float64
+			tree, m := res[versions[0].name], res[on.name]
+			for r := range tree.ka {
+				diff = append(diff, 100*(tree.ka[r]-m.ka[r])/d.ka[r])
+			}
+			fmt.Printf("\nmetrics on cost %.1f points of keep-alive pass-through (median of %d rounds' paired differences: %s)\n",
+				median(diff), len(diff), points(diff))
+		}
 	}
 
 	// Delay accuracy: app and daemon on CPU 0, the client alone on CPU 1.
@@ -340,6 +354,14 @@ func TestBenchTable(t *testing.T) {
 		}
 	}
 	fmt.Println()
+}
+
+func points(v []float64) string {
+	var parts []string
+	for _, x := range v {
+		parts = append(parts, fmt.Sprintf("%+.1f", x))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // scrapeEverySecond GETs addr's /metrics every second until the test ends.

@@ -71,6 +71,7 @@ func TestKubernetes(t *testing.T) {
 		run  func(*testing.T, *env)
 	}{
 		{"PodDisruptorHTTP", testPodDisruptorHTTP},
+		{"MetricsAndStatus", testMetricsAndStatus},
 		{"ServiceDisruptorNamedPort", testServiceDisruptorNamedPort},
 		{"ServiceDisruptorGrpc", testServiceDisruptorGrpc},
 		{"NetworkFault", testNetworkFault},

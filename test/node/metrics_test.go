@@ -5,13 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -20,95 +18,9 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/faultline-dev/faultline/internal/testkit/proctest"
+	"github.com/faultline-dev/faultline/internal/testkit/promtest"
 	pb "github.com/faultline-dev/faultline/proto/faultline/v1"
 )
-
-// freePort returns a loopback port free for now.
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// startPrometheus runs Debian's prometheus, scraping target every second,
-// and returns its address.
-func startPrometheus(t *testing.T, target string) string {
-	t.Helper()
-	bin, err := exec.LookPath("prometheus")
-	if err != nil {
-		t.Fatal("prometheus is not installed (make test-deps installs it)")
-	}
-	dir := t.TempDir()
-	cfg := fmt.Sprintf("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: faultlined\n    static_configs:\n      - targets: [%q]\n", target)
-	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	addr := freePort(t)
-	cmd := exec.Command(bin, "--config.file="+filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(dir, "data"),
-		"--web.listen-address="+addr, "--log.level=warn")
-	cmd.Stderr = logTo{t, "prometheus"}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if resp, err := http.Get("http://" + addr + "/-/ready"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return addr
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("prometheus not ready within 30s")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-type logTo struct {
-	t    *testing.T
-	name string
-}
-
-func (w logTo) Write(p []byte) (int, error) {
-	w.t.Logf("%s: %s", w.name, strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
-
-// promQuery returns the value of a PromQL query with one result, or -1
-// when it has none.
-func promQuery(t *testing.T, addr, q string) float64 {
-	t.Helper()
-	resp, err := http.Get("http://" + addr + "/api/v1/query?query=" + url.QueryEscape(q))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var out struct {
-		Status string
-		Data   struct {
-			Result []struct {
-				Value [2]any
-			}
-		}
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || out.Status != "success" {
-		t.Fatalf("query %s: %s, %v", q, out.Status, err)
-	}
-	if len(out.Data.Result) == 0 {
-		return -1
-	}
-	if len(out.Data.Result) > 1 {
-		t.Fatalf("query %s: %d results, want 1", q, len(out.Data.Result))
-	}
-	v, _ := strconv.ParseFloat(out.Data.Result[0].Value[1].(string), 64)
-	return v
-}
 
 // faultSeries counts the faultline_fault* lines of a scrape of faultlined.
 func faultSeries(t *testing.T, metricsAddr string) int {
@@ -135,9 +47,9 @@ func faultSeries(t *testing.T, metricsAddr string) int {
 // within binomial noise, every observed delay lies in the requested
 // interval's bucket, and the paths added no series.
 func TestPrometheusScrapesAnHTTPFault(t *testing.T) {
-	metricsAddr := freePort(t)
+	metricsAddr := promtest.FreePort(t)
 	nd := newNode(t, "--metrics-listen", metricsAddr)
-	prom := startPrometheus(t, metricsAddr)
+	prom := promtest.Start(t, metricsAddr)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -194,8 +106,8 @@ func TestPrometheusScrapesAnHTTPFault(t *testing.T) {
 	// A scrape during the fault already sees it.
 	sel := fmt.Sprintf(`{fault=%q}`, id)
 	waitFor(t, 10*time.Second, func() bool {
-		return promQuery(t, prom, "faultline_fault_requests_total"+sel) > 0 && promQuery(t, prom, "faultline_fault_bpf_links"+sel) == 1 &&
-			promQuery(t, prom, "faultline_bpf_links_open") == 1 && promQuery(t, prom, `faultline_faults_active{kind="http"}`) == 1
+		return promtest.Query(t, prom, "faultline_fault_requests_total"+sel) > 0 && promtest.Query(t, prom, "faultline_fault_bpf_links"+sel) == 1 &&
+			promtest.Query(t, prom, "faultline_bpf_links_open") == 1 && promtest.Query(t, prom, `faultline_faults_active{kind="http"}`) == 1
 	})
 
 	if _, err := nd.api.Revoke(ctx, &pb.RevokeRequest{Id: id}); err != nil {
@@ -204,14 +116,14 @@ func TestPrometheusScrapesAnHTTPFault(t *testing.T) {
 	c := (<-final).GetFault().GetCounters()
 	t.Logf("final counters: %v; client saw %v", c, codes)
 	waitFor(t, 10*time.Second, func() bool {
-		return promQuery(t, prom, "faultline_fault_requests_total"+sel) == float64(c.GetRequests()) &&
-			promQuery(t, prom, "faultline_fault_requests_errored_total"+sel) == float64(c.GetErrored())
+		return promtest.Query(t, prom, "faultline_fault_requests_total"+sel) == float64(c.GetRequests()) &&
+			promtest.Query(t, prom, "faultline_fault_requests_errored_total"+sel) == float64(c.GetErrored())
 	})
 	// The end and the links it released show by the next scrapes.
 	waitFor(t, 10*time.Second, func() bool {
-		return promQuery(t, prom, `faultline_faults_ended_total{reason="revoked"}`) == 1 &&
-			promQuery(t, prom, "faultline_bpf_links_open") == 0 &&
-			promQuery(t, prom, "faultline_fault_bpf_links"+sel) == 0
+		return promtest.Query(t, prom, `faultline_faults_ended_total{reason="revoked"}`) == 1 &&
+			promtest.Query(t, prom, "faultline_bpf_links_open") == 0 &&
+			promtest.Query(t, prom, "faultline_fault_bpf_links"+sel) == 0
 	})
 
 	// The error share is the requested 0.5 within 4 standard deviations.
@@ -221,13 +133,13 @@ func TestPrometheusScrapesAnHTTPFault(t *testing.T) {
 	}
 	// Every delay spent lies in (75 ms, 125 ms]: the requested [80, 120] ms
 	// and the timer's slack.
-	count := promQuery(t, prom, "faultline_fault_delay_seconds_count"+sel)
-	in := promQuery(t, prom, fmt.Sprintf(`faultline_fault_delay_seconds_bucket{fault=%q,le="0.125"}`, id)) -
-		promQuery(t, prom, fmt.Sprintf(`faultline_fault_delay_seconds_bucket{fault=%q,le="0.075"}`, id))
+	count := promtest.Query(t, prom, "faultline_fault_delay_seconds_count"+sel)
+	in := promtest.Query(t, prom, fmt.Sprintf(`faultline_fault_delay_seconds_bucket{fault=%q,le="0.125"}`, id)) -
+		promtest.Query(t, prom, fmt.Sprintf(`faultline_fault_delay_seconds_bucket{fault=%q,le="0.075"}`, id))
 	if count != float64(c.GetDelayed()) || in < 0.99*count {
 		t.Errorf("delay histogram: %v observations (%v in (75, 125] ms), fault delayed %d", count, in, c.GetDelayed())
 	}
-	if n := promQuery(t, prom, "faultline_proxy_overhead_seconds_count"+sel); n < 0 {
+	if n := promtest.Query(t, prom, "faultline_proxy_overhead_seconds_count"+sel); n < 0 {
 		t.Error("no overhead histogram")
 	}
 	checkDashboard(t, prom)

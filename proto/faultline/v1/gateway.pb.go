@@ -948,6 +948,125 @@ func (x *TerminatePodsResponse) GetTerminated() []string {
 	return nil
 }
 
+type StatusRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Optional: only the faults on these targets.
+	Targets       *TargetSet `protobuf:"bytes,1,opt,name=targets,proto3" json:"targets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatusRequest) Reset() {
+	*x = StatusRequest{}
+	mi := &file_faultline_v1_gateway_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatusRequest) ProtoMessage() {}
+
+func (x *StatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_faultline_v1_gateway_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
+func (*StatusRequest) Descriptor() ([]byte, []int) {
+	return file_faultline_v1_gateway_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *StatusRequest) GetTargets() *TargetSet {
+	if x != nil {
+		return x.Targets
+	}
+	return nil
+}
+
+type StatusResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One per target fault, by node, target, then fault id. target.node is the node;
+	// target.name and namespace are known for pods and for a target set's
+	// targets.
+	Faults []*TargetResult `protobuf:"bytes,1,rep,name=faults,proto3" json:"faults,omitempty"`
+	// The sum over faults.
+	Total *Counters `protobuf:"bytes,2,opt,name=total,proto3" json:"total,omitempty"`
+	// Nodes that could not be asked, each with why.
+	Unreachable []string `protobuf:"bytes,3,rep,name=unreachable,proto3" json:"unreachable,omitempty"`
+	// As TargetsResponse.notes (only with a target set).
+	Notes         []string `protobuf:"bytes,4,rep,name=notes,proto3" json:"notes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatusResponse) Reset() {
+	*x = StatusResponse{}
+	mi := &file_faultline_v1_gateway_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatusResponse) ProtoMessage() {}
+
+func (x *StatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_faultline_v1_gateway_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
+func (*StatusResponse) Descriptor() ([]byte, []int) {
+	return file_faultline_v1_gateway_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *StatusResponse) GetFaults() []*TargetResult {
+	if x != nil {
+		return x.Faults
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetTotal() *Counters {
+	if x != nil {
+		return x.Total
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetUnreachable() []string {
+	if x != nil {
+		return x.Unreachable
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetNotes() []string {
+	if x != nil {
+		return x.Notes
+	}
+	return nil
+}
+
 var File_faultline_v1_gateway_proto protoreflect.FileDescriptor
 
 const file_faultline_v1_gateway_proto_rawDesc = "" +
@@ -1021,7 +1140,14 @@ const file_faultline_v1_gateway_proto_rawDesc = "" +
 	"\x15TerminatePodsResponse\x12\x1e\n" +
 	"\n" +
 	"terminated\x18\x01 \x03(\tR\n" +
-	"terminated2\xad\x03\n" +
+	"terminated\"B\n" +
+	"\rStatusRequest\x121\n" +
+	"\atargets\x18\x01 \x01(\v2\x17.faultline.v1.TargetSetR\atargets\"\xaa\x01\n" +
+	"\x0eStatusResponse\x122\n" +
+	"\x06faults\x18\x01 \x03(\v2\x1a.faultline.v1.TargetResultR\x06faults\x12,\n" +
+	"\x05total\x18\x02 \x01(\v2\x16.faultline.v1.CountersR\x05total\x12 \n" +
+	"\vunreachable\x18\x03 \x03(\tR\vunreachable\x12\x14\n" +
+	"\x05notes\x18\x04 \x03(\tR\x05notes2\xf2\x03\n" +
 	"\aGateway\x12F\n" +
 	"\aTargets\x12\x1c.faultline.v1.TargetsRequest\x1a\x1d.faultline.v1.TargetsResponse\x12R\n" +
 	"\n" +
@@ -1029,7 +1155,8 @@ const file_faultline_v1_gateway_proto_rawDesc = "" +
 	"\n" +
 	"InjectGrpc\x12\x1f.faultline.v1.InjectGrpcRequest\x1a#.faultline.v1.GatewayInjectResponse\x12X\n" +
 	"\rInjectNetwork\x12\".faultline.v1.InjectNetworkRequest\x1a#.faultline.v1.GatewayInjectResponse\x12X\n" +
-	"\rTerminatePods\x12\".faultline.v1.TerminatePodsRequest\x1a#.faultline.v1.TerminatePodsResponseBCZAgithub.com/faultline-dev/faultline/proto/faultline/v1;faultlinev1b\x06proto3"
+	"\rTerminatePods\x12\".faultline.v1.TerminatePodsRequest\x1a#.faultline.v1.TerminatePodsResponse\x12C\n" +
+	"\x06Status\x12\x1b.faultline.v1.StatusRequest\x1a\x1c.faultline.v1.StatusResponseBCZAgithub.com/faultline-dev/faultline/proto/faultline/v1;faultlinev1b\x06proto3"
 
 var (
 	file_faultline_v1_gateway_proto_rawDescOnce sync.Once
@@ -1043,7 +1170,7 @@ func file_faultline_v1_gateway_proto_rawDescGZIP() []byte {
 	return file_faultline_v1_gateway_proto_rawDescData
 }
 
-var file_faultline_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_faultline_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_faultline_v1_gateway_proto_goTypes = []any{
 	(*LabelSet)(nil),              // 0: faultline.v1.LabelSet
 	(*PodSelector)(nil),           // 1: faultline.v1.PodSelector
@@ -1060,58 +1187,65 @@ var file_faultline_v1_gateway_proto_goTypes = []any{
 	(*GatewayInjectResponse)(nil), // 12: faultline.v1.GatewayInjectResponse
 	(*TerminatePodsRequest)(nil),  // 13: faultline.v1.TerminatePodsRequest
 	(*TerminatePodsResponse)(nil), // 14: faultline.v1.TerminatePodsResponse
-	nil,                           // 15: faultline.v1.LabelSet.LabelsEntry
-	nil,                           // 16: faultline.v1.TargetInfo.LabelsEntry
-	(*Target)(nil),                // 17: faultline.v1.Target
-	(*durationpb.Duration)(nil),   // 18: google.protobuf.Duration
-	(*HTTPFault)(nil),             // 19: faultline.v1.HTTPFault
-	(*GrpcFault)(nil),             // 20: faultline.v1.GrpcFault
-	(*NetworkFault)(nil),          // 21: faultline.v1.NetworkFault
-	(*FaultStatus)(nil),           // 22: faultline.v1.FaultStatus
-	(*Counters)(nil),              // 23: faultline.v1.Counters
+	(*StatusRequest)(nil),         // 15: faultline.v1.StatusRequest
+	(*StatusResponse)(nil),        // 16: faultline.v1.StatusResponse
+	nil,                           // 17: faultline.v1.LabelSet.LabelsEntry
+	nil,                           // 18: faultline.v1.TargetInfo.LabelsEntry
+	(*Target)(nil),                // 19: faultline.v1.Target
+	(*durationpb.Duration)(nil),   // 20: google.protobuf.Duration
+	(*HTTPFault)(nil),             // 21: faultline.v1.HTTPFault
+	(*GrpcFault)(nil),             // 22: faultline.v1.GrpcFault
+	(*NetworkFault)(nil),          // 23: faultline.v1.NetworkFault
+	(*FaultStatus)(nil),           // 24: faultline.v1.FaultStatus
+	(*Counters)(nil),              // 25: faultline.v1.Counters
 }
 var file_faultline_v1_gateway_proto_depIdxs = []int32{
-	15, // 0: faultline.v1.LabelSet.labels:type_name -> faultline.v1.LabelSet.LabelsEntry
+	17, // 0: faultline.v1.LabelSet.labels:type_name -> faultline.v1.LabelSet.LabelsEntry
 	0,  // 1: faultline.v1.PodSelector.select:type_name -> faultline.v1.LabelSet
 	0,  // 2: faultline.v1.PodSelector.exclude:type_name -> faultline.v1.LabelSet
 	1,  // 3: faultline.v1.TargetSet.pods:type_name -> faultline.v1.PodSelector
 	2,  // 4: faultline.v1.TargetSet.service:type_name -> faultline.v1.ServiceRef
-	16, // 5: faultline.v1.TargetInfo.labels:type_name -> faultline.v1.TargetInfo.LabelsEntry
-	17, // 6: faultline.v1.TargetInfo.target:type_name -> faultline.v1.Target
+	18, // 5: faultline.v1.TargetInfo.labels:type_name -> faultline.v1.TargetInfo.LabelsEntry
+	19, // 6: faultline.v1.TargetInfo.target:type_name -> faultline.v1.Target
 	3,  // 7: faultline.v1.TargetsRequest.targets:type_name -> faultline.v1.TargetSet
 	4,  // 8: faultline.v1.TargetsResponse.targets:type_name -> faultline.v1.TargetInfo
 	7,  // 9: faultline.v1.TargetsResponse.skipped:type_name -> faultline.v1.SkippedTarget
 	3,  // 10: faultline.v1.InjectHTTPRequest.targets:type_name -> faultline.v1.TargetSet
-	18, // 11: faultline.v1.InjectHTTPRequest.duration:type_name -> google.protobuf.Duration
-	19, // 12: faultline.v1.InjectHTTPRequest.fault:type_name -> faultline.v1.HTTPFault
+	20, // 11: faultline.v1.InjectHTTPRequest.duration:type_name -> google.protobuf.Duration
+	21, // 12: faultline.v1.InjectHTTPRequest.fault:type_name -> faultline.v1.HTTPFault
 	3,  // 13: faultline.v1.InjectGrpcRequest.targets:type_name -> faultline.v1.TargetSet
-	18, // 14: faultline.v1.InjectGrpcRequest.duration:type_name -> google.protobuf.Duration
-	20, // 15: faultline.v1.InjectGrpcRequest.fault:type_name -> faultline.v1.GrpcFault
+	20, // 14: faultline.v1.InjectGrpcRequest.duration:type_name -> google.protobuf.Duration
+	22, // 15: faultline.v1.InjectGrpcRequest.fault:type_name -> faultline.v1.GrpcFault
 	3,  // 16: faultline.v1.InjectNetworkRequest.targets:type_name -> faultline.v1.TargetSet
-	18, // 17: faultline.v1.InjectNetworkRequest.duration:type_name -> google.protobuf.Duration
-	21, // 18: faultline.v1.InjectNetworkRequest.fault:type_name -> faultline.v1.NetworkFault
+	20, // 17: faultline.v1.InjectNetworkRequest.duration:type_name -> google.protobuf.Duration
+	23, // 18: faultline.v1.InjectNetworkRequest.fault:type_name -> faultline.v1.NetworkFault
 	4,  // 19: faultline.v1.TargetResult.target:type_name -> faultline.v1.TargetInfo
-	22, // 20: faultline.v1.TargetResult.fault:type_name -> faultline.v1.FaultStatus
+	24, // 20: faultline.v1.TargetResult.fault:type_name -> faultline.v1.FaultStatus
 	11, // 21: faultline.v1.GatewayInjectResponse.targets:type_name -> faultline.v1.TargetResult
-	23, // 22: faultline.v1.GatewayInjectResponse.total:type_name -> faultline.v1.Counters
+	25, // 22: faultline.v1.GatewayInjectResponse.total:type_name -> faultline.v1.Counters
 	7,  // 23: faultline.v1.GatewayInjectResponse.skipped:type_name -> faultline.v1.SkippedTarget
 	3,  // 24: faultline.v1.TerminatePodsRequest.targets:type_name -> faultline.v1.TargetSet
-	18, // 25: faultline.v1.TerminatePodsRequest.timeout:type_name -> google.protobuf.Duration
-	5,  // 26: faultline.v1.Gateway.Targets:input_type -> faultline.v1.TargetsRequest
-	8,  // 27: faultline.v1.Gateway.InjectHTTP:input_type -> faultline.v1.InjectHTTPRequest
-	9,  // 28: faultline.v1.Gateway.InjectGrpc:input_type -> faultline.v1.InjectGrpcRequest
-	10, // 29: faultline.v1.Gateway.InjectNetwork:input_type -> faultline.v1.InjectNetworkRequest
-	13, // 30: faultline.v1.Gateway.TerminatePods:input_type -> faultline.v1.TerminatePodsRequest
-	6,  // 31: faultline.v1.Gateway.Targets:output_type -> faultline.v1.TargetsResponse
-	12, // 32: faultline.v1.Gateway.InjectHTTP:output_type -> faultline.v1.GatewayInjectResponse
-	12, // 33: faultline.v1.Gateway.InjectGrpc:output_type -> faultline.v1.GatewayInjectResponse
-	12, // 34: faultline.v1.Gateway.InjectNetwork:output_type -> faultline.v1.GatewayInjectResponse
-	14, // 35: faultline.v1.Gateway.TerminatePods:output_type -> faultline.v1.TerminatePodsResponse
-	31, // [31:36] is the sub-list for method output_type
-	26, // [26:31] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	20, // 25: faultline.v1.TerminatePodsRequest.timeout:type_name -> google.protobuf.Duration
+	3,  // 26: faultline.v1.StatusRequest.targets:type_name -> faultline.v1.TargetSet
+	11, // 27: faultline.v1.StatusResponse.faults:type_name -> faultline.v1.TargetResult
+	25, // 28: faultline.v1.StatusResponse.total:type_name -> faultline.v1.Counters
+	5,  // 29: faultline.v1.Gateway.Targets:input_type -> faultline.v1.TargetsRequest
+	8,  // 30: faultline.v1.Gateway.InjectHTTP:input_type -> faultline.v1.InjectHTTPRequest
+	9,  // 31: faultline.v1.Gateway.InjectGrpc:input_type -> faultline.v1.InjectGrpcRequest
+	10, // 32: faultline.v1.Gateway.InjectNetwork:input_type -> faultline.v1.InjectNetworkRequest
+	13, // 33: faultline.v1.Gateway.TerminatePods:input_type -> faultline.v1.TerminatePodsRequest
+	15, // 34: faultline.v1.Gateway.Status:input_type -> faultline.v1.StatusRequest
+	6,  // 35: faultline.v1.Gateway.Targets:output_type -> faultline.v1.TargetsResponse
+	12, // 36: faultline.v1.Gateway.InjectHTTP:output_type -> faultline.v1.GatewayInjectResponse
+	12, // 37: faultline.v1.Gateway.InjectGrpc:output_type -> faultline.v1.GatewayInjectResponse
+	12, // 38: faultline.v1.Gateway.InjectNetwork:output_type -> faultline.v1.GatewayInjectResponse
+	14, // 39: faultline.v1.Gateway.TerminatePods:output_type -> faultline.v1.TerminatePodsResponse
+	16, // 40: faultline.v1.Gateway.Status:output_type -> faultline.v1.StatusResponse
+	35, // [35:41] is the sub-list for method output_type
+	29, // [29:35] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_faultline_v1_gateway_proto_init() }
@@ -1130,7 +1264,7 @@ func file_faultline_v1_gateway_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_faultline_v1_gateway_proto_rawDesc), len(file_faultline_v1_gateway_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

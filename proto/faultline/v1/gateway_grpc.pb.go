@@ -24,6 +24,7 @@ const (
 	Gateway_InjectGrpc_FullMethodName    = "/faultline.v1.Gateway/InjectGrpc"
 	Gateway_InjectNetwork_FullMethodName = "/faultline.v1.Gateway/InjectNetwork"
 	Gateway_TerminatePods_FullMethodName = "/faultline.v1.Gateway/TerminatePods"
+	Gateway_Status_FullMethodName        = "/faultline.v1.Gateway/Status"
 )
 
 // GatewayClient is the client API for Gateway service.
@@ -52,6 +53,11 @@ type GatewayClient interface {
 	InjectNetwork(ctx context.Context, in *InjectNetworkRequest, opts ...grpc.CallOption) (*GatewayInjectResponse, error)
 	// TerminatePods stops `count` targets chosen at random and returns them.
 	TerminatePods(ctx context.Context, in *TerminatePodsRequest, opts ...grpc.CallOption) (*TerminatePodsResponse, error)
+	// Status lists the faults running now with their live counters and
+	// time left: every fault on every node that runs faultlined, or, given
+	// a target set, the faults on its targets. A node that cannot be asked
+	// is named in unreachable; the call fails only when none can be.
+	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
 }
 
 type gatewayClient struct {
@@ -112,6 +118,16 @@ func (c *gatewayClient) TerminatePods(ctx context.Context, in *TerminatePodsRequ
 	return out, nil
 }
 
+func (c *gatewayClient) Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StatusResponse)
+	err := c.cc.Invoke(ctx, Gateway_Status_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // GatewayServer is the server API for Gateway service.
 // All implementations must embed UnimplementedGatewayServer
 // for forward compatibility.
@@ -138,6 +154,11 @@ type GatewayServer interface {
 	InjectNetwork(context.Context, *InjectNetworkRequest) (*GatewayInjectResponse, error)
 	// TerminatePods stops `count` targets chosen at random and returns them.
 	TerminatePods(context.Context, *TerminatePodsRequest) (*TerminatePodsResponse, error)
+	// Status lists the faults running now with their live counters and
+	// time left: every fault on every node that runs faultlined, or, given
+	// a target set, the faults on its targets. A node that cannot be asked
+	// is named in unreachable; the call fails only when none can be.
+	Status(context.Context, *StatusRequest) (*StatusResponse, error)
 	mustEmbedUnimplementedGatewayServer()
 }
 
@@ -162,6 +183,9 @@ func (UnimplementedGatewayServer) InjectNetwork(context.Context, *InjectNetworkR
 }
 func (UnimplementedGatewayServer) TerminatePods(context.Context, *TerminatePodsRequest) (*TerminatePodsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method TerminatePods not implemented")
+}
+func (UnimplementedGatewayServer) Status(context.Context, *StatusRequest) (*StatusResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Status not implemented")
 }
 func (UnimplementedGatewayServer) mustEmbedUnimplementedGatewayServer() {}
 func (UnimplementedGatewayServer) testEmbeddedByValue()                 {}
@@ -274,6 +298,24 @@ func _Gateway_TerminatePods_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Gateway_Status_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GatewayServer).Status(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Gateway_Status_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GatewayServer).Status(ctx, req.(*StatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Gateway_ServiceDesc is the grpc.ServiceDesc for Gateway service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -300,6 +342,10 @@ var Gateway_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "TerminatePods",
 			Handler:    _Gateway_TerminatePods_Handler,
+		},
+		{
+			MethodName: "Status",
+			Handler:    _Gateway_Status_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
