@@ -20,7 +20,9 @@ package bench
 
 import (
 	"bufio"
+	"cmp"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -141,11 +143,12 @@ func runClient(path string, args []string) {
 	}
 	idle, _ := time.ParseDuration(os.Getenv("FL_BENCH_CLIENT_IDLE"))
 	w := bufio.NewWriter(os.Stdout)
+	began := time.Now()
 	for i := -10; i < n; i++ { // 10 to warm up
 		time.Sleep(idle)
 		start := time.Now()
 		if err := call(); err != nil {
-			panic(err)
+			panic(fmt.Sprintf("call %d of %d, %s after the first: %v", i+10, n+10, time.Since(began).Round(time.Millisecond), err))
 		}
 		if i >= 0 {
 			fmt.Fprintln(w, time.Since(start).Microseconds())
@@ -168,7 +171,7 @@ func listenIn(path, addr string) (net.Listener, *netns.Handle) {
 	return ln, ns
 }
 
-const rounds = 5
+const defaultRounds = 5
 
 // version is a build of faultline: this tree, or the baseline revision.
 type version struct {
@@ -203,7 +206,7 @@ func TestBenchTable(t *testing.T) {
 	}
 	for _, v := range versions {
 		v.socket = filepath.Join(t.TempDir(), "fl.sock")
-		args := []string{"--socket", v.socket, "--log-level", "warn"}
+		args := []string{"--socket", v.socket, "--log-level", cmp.Or(os.Getenv("FAULTLINE_BENCH_LOG_LEVEL"), "warn")}
 		if v.metrics != "" {
 			args = append(args, "--metrics-listen", v.metrics)
 		}
@@ -212,6 +215,12 @@ func TestBenchTable(t *testing.T) {
 		if v.metrics != "" {
 			scrapeEverySecond(t, v.metrics)
 		}
+	}
+
+	var scrapeCPU time.Duration
+	var scrapeLines int
+	if on := versionNamed(versions, "metrics on"); on != nil {
+		scrapeCPU, scrapeLines = scrapeCost(t, on, pod.Path)
 	}
 
 	wrk, _ := exec.LookPath("wrk")
@@ -226,6 +235,10 @@ func TestBenchTable(t *testing.T) {
 		modes = append(modes, v.name)
 	}
 	only := os.Getenv("FAULTLINE_BENCH_ONLY") // "accuracy" skips the first table
+	rounds := defaultRounds
+	if n, err := strconv.Atoi(os.Getenv("FAULTLINE_BENCH_ROUNDS")); err == nil && n > 0 {
+		rounds = n
+	}
 	for r := 0; r < rounds && only != "accuracy"; r++ {
 		// Each round starts one mode later, so that no mode always
 		// follows the same one.
@@ -309,6 +322,8 @@ func TestBenchTable(t *testing.T) {
 			}
 			fmt.Printf("\nmetrics on cost %.1f points of keep-alive pass-through (median of %d rounds' paired differences: %s)\n",
 				median(diff), len(diff), points(diff))
+			fmt.Printf("one scrape costs faultlined %s of CPU (%d lines, 2 faults): %.2f%% of a CPU at a 1 s interval\n",
+				scrapeCPU, scrapeLines, 100*scrapeCPU.Seconds())
 		}
 	}
 
@@ -365,6 +380,43 @@ func points(v []float64) string {
 }
 
 // scrapeEverySecond GETs addr's /metrics every second until the test ends.
+// scrapeCost returns the CPU time the daemon spends per scrape, over 200
+// scrapes in a row with an HTTP and a gRPC fault active, and the scrape's
+// size in lines.
+func scrapeCost(t *testing.T, v *version, netnsPath string) (time.Duration, int) {
+	t.Helper()
+	stop := inject(t, v, netnsPath, "http", "--port", "8080")
+	defer stop()
+	stopGRPC := inject(t, v, netnsPath, "grpc", "--port", "9000")
+	defer stopGRPC()
+	const n = 200
+	lines := 0
+	before := cpuTime(t, v.daemon.Process.Pid)
+	for range n {
+		resp, err := http.Get("http://" + v.metrics + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		lines = strings.Count(string(b), "\n")
+	}
+	return (cpuTime(t, v.daemon.Process.Pid) - before) / n, lines
+}
+
+// cpuTime is a process's user and system CPU time (/proc/PID/stat).
+func cpuTime(t *testing.T, pid int) time.Duration {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	utime, _ := strconv.Atoi(f[11])
+	stime, _ := strconv.Atoi(f[12])
+	return time.Duration(utime+stime) * 10 * time.Millisecond // USER_HZ is 100
+}
+
 func scrapeEverySecond(t *testing.T, addr string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -435,19 +487,26 @@ func inject(t *testing.T, v *version, netnsPath, kind string, args ...string) fu
 	}
 }
 
-// waitListed waits until the version's daemon lists the fault id, or no
-// longer does (through its own CLI, whose list every version has).
+// waitListed waits until the version's daemon lists the fault id as
+// active (an HTTP fault resets the connections made while it starts), or
+// no longer lists it, through the version's own CLI.
 func waitListed(t *testing.T, v *version, id string, listed bool) {
 	t.Helper()
 	for range 500 {
-		out, err := exec.Command(filepath.Join(v.bin, "faultline"), "list", "--socket", v.socket).Output()
-		if err == nil && strings.Contains(string(out), id) == listed {
-			time.Sleep(20 * time.Millisecond) // listed as soon as it is set up
-			return
+		out, err := exec.Command(filepath.Join(v.bin, "faultline"), "list", "--socket", v.socket, "-o", "json").Output()
+		var resp struct{ Faults []struct{ ID, State string } }
+		if err == nil && json.Unmarshal(out, &resp) == nil {
+			found := slices.ContainsFunc(resp.Faults, func(f struct{ ID, State string }) bool {
+				// Gone means not listed at all; a baseline may have no state.
+				return f.ID == id && (!listed || f.State == "" || f.State == "FAULT_STATE_ACTIVE")
+			})
+			if found == listed {
+				return
+			}
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	t.Fatalf("%s: faultlined does not list %s", v.name, id)
+	t.Fatalf("%s: faultlined does not list %s (listed=%v)", v.name, id, listed)
 }
 
 // clientRun runs the accuracy client alone on CPU 1 and returns its
