@@ -46,6 +46,7 @@ type config struct {
 	allowHostNetns        bool
 	headerTimeout         time.Duration
 	idleTimeout           time.Duration
+	headMemory            int64
 	// metricsListen is the address of /metrics; empty serves none.
 	metricsListen string
 	kube          kubeConfig
@@ -63,6 +64,7 @@ func main() {
 	flag.BoolVar(&cfg.allowHostNetns, "allow-host-netns", false, "let faults target the host's own network namespace (that of PID 1) or faultlined's: they then hit the machine itself")
 	flag.DurationVar(&cfg.headerTimeout, "http-header-timeout", httpfault.DefaultHeaderTimeout, "the proxy closes an HTTP/1 connection whose client takes longer to send a request head")
 	flag.DurationVar(&cfg.idleTimeout, "http-idle-timeout", httpfault.DefaultIdleTimeout, "the proxy closes an HTTP/1 connection idle between requests for longer")
+	flag.Int64Var(&cfg.headMemory, "http-head-memory", httpfault.DefaultHeadBudget, "bytes that HTTP/1 request heads larger than 4 KiB may hold while they are being read, over every fault; a head past it is answered 431 (a defense against clients stalling in large heads)")
 	flag.StringVar(&cfg.metricsListen, "metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics, e.g. :9464 (default: none); read-only, no token: they name faults and their targets")
 	level := flag.String("log-level", "info", "debug, info, warn or error")
 	format := flag.String("log-format", "text", "text or json")
@@ -76,6 +78,10 @@ func main() {
 	}
 	if cfg.headerTimeout <= 0 || cfg.idleTimeout <= 0 {
 		fmt.Fprintln(os.Stderr, "faultlined: --http-header-timeout and --http-idle-timeout must be positive")
+		os.Exit(2)
+	}
+	if cfg.headMemory < 64<<10 {
+		fmt.Fprintf(os.Stderr, "faultlined: --http-head-memory must be at least 65536 (one 64 KiB head), got %d\n", cfg.headMemory)
 		os.Exit(2)
 	}
 	if cfg.listenAuth != "token" && cfg.listenAuth != "none" {
@@ -103,7 +109,7 @@ func run(ctx context.Context, logger *slog.Logger, cfg config) error {
 	defer os.Remove(cfg.socket)
 	mon := nodemetrics.NewNode()
 	eng := engine.New(engine.Options{Logger: logger, AllowHostNetns: cfg.allowHostNetns,
-		HeaderTimeout: cfg.headerTimeout, IdleTimeout: cfg.idleTimeout, Monitor: mon})
+		HeaderTimeout: cfg.headerTimeout, IdleTimeout: cfg.idleTimeout, HeadMemory: cfg.headMemory, Monitor: mon})
 	mon.Watch(eng)
 	api := &nodeapi.Server{Faults: nodeapi.Engine(eng), Logger: logger}
 	srv := nodeapi.NewGRPCServer(api)

@@ -18,6 +18,7 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -158,6 +159,10 @@ type Options struct {
 	// HeaderTimeout and IdleTimeout are the HTTP/1 proxy's (see
 	// httpfault.Proxy); zero means its defaults.
 	HeaderTimeout, IdleTimeout time.Duration
+	// HeadMemory bounds the memory that large HTTP/1 request heads (over
+	// 4 KiB) hold at once, across every fault; zero means
+	// httpfault.DefaultHeadBudget.
+	HeadMemory int64
 	// Monitor, if set, is told about every fault (see Monitor).
 	Monitor Monitor
 
@@ -168,8 +173,9 @@ type Options struct {
 
 // Engine runs faults. Its zero value is not usable; call New.
 type Engine struct {
-	opts Options
-	log  *slog.Logger
+	opts  Options
+	log   *slog.Logger
+	heads *httpfault.HeadBudget // shared by every fault's proxy
 
 	mu     sync.Mutex
 	faults map[string]*Running // every fault not yet ended
@@ -184,7 +190,8 @@ func New(opts Options) *Engine {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Engine{opts: opts, log: opts.Logger, faults: map[string]*Running{}}
+	heads := httpfault.NewHeadBudget(cmp.Or(opts.HeadMemory, httpfault.DefaultHeadBudget))
+	return &Engine{opts: opts, log: opts.Logger, heads: heads, faults: map[string]*Running{}}
 }
 
 // isHost reports whether ns is the network namespace of PID 1 or of

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"sync/atomic"
 
+	"github.com/containerd/errdefs"
 	"github.com/faultline-dev/faultline/pkg/fault"
 	"github.com/faultline-dev/faultline/pkg/proxy/httpfault"
 	"github.com/faultline-dev/faultline/pkg/sockdiag"
@@ -61,6 +62,7 @@ func (f *Running) setupProxy(ctx context.Context, rule fault.ProxyFault) (_ impl
 
 		HeaderTimeout: f.e.opts.HeaderTimeout,
 		IdleTimeout:   f.e.opts.IdleTimeout,
+		HeadBudget:    f.e.heads,
 	}
 	if m := f.e.opts.Monitor; m != nil {
 		pf.proxy.Delays, pf.proxy.Overhead = m.Observers(f.spec.ID, rule.Kind(), f.target)
@@ -70,6 +72,14 @@ func (f *Running) setupProxy(ctx context.Context, rule fault.ProxyFault) (_ impl
 	}
 	if err := f.checkpoint(ctx); err != nil {
 		return nil, err
+	}
+	// This daemon's own faults are kept apart by their claims; another
+	// faultlined's steering on the port would make both take it.
+	if id, taken, err := steer.Steered(f.ns, port); err != nil {
+		pf.log.Debug("cannot look for other steering programs", "err", err)
+	} else if taken {
+		return nil, fmt.Errorf("%w: port %d of %s is already steered by another process (sk_lookup program %d): another faultlined has a fault there",
+			errdefs.ErrFailedPrecondition, port, f.target, id)
 	}
 	pf.steering, err = steer.Attach(f.ns, steer.Options{Port: port, IPv4: ln4, IPv6: ln6, BypassSource: bypass})
 	if err != nil {

@@ -144,3 +144,59 @@ func (s *Steering) Close() error {
 	})
 	return s.closeErr
 }
+
+// programName is the steering program's name in the kernel.
+const programName = "fl_steer"
+
+// Steered reports whether a steering program that some process attached to
+// ns, this one or another faultlined, steers port: two daemons must not
+// both take one port, as a daemon's own faults do not. It returns the
+// program's ID.
+func Steered(ns *netns.Handle, port uint16) (ebpf.ProgramID, bool, error) {
+	res, err := link.QueryPrograms(link.QueryOptions{Target: ns.FD(), Attach: ebpf.AttachSkLookup})
+	if err != nil {
+		return 0, false, fmt.Errorf("query sk_lookup programs of %s: %w", ns.Path(), err)
+	}
+	for _, ap := range res.Programs {
+		p, err := steeredPort(ap.ID)
+		if err != nil {
+			continue // gone meanwhile, or not ours
+		}
+		if p == port {
+			return ap.ID, true, nil
+		}
+	}
+	return 0, false, nil
+}
+
+// steeredPort reads the port of a steering program, by its ID.
+func steeredPort(id ebpf.ProgramID) (uint16, error) {
+	prog, err := ebpf.NewProgramFromID(id)
+	if err != nil {
+		return 0, err
+	}
+	defer prog.Close()
+	info, err := prog.Info()
+	if err != nil {
+		return 0, err
+	}
+	if info.Name != programName {
+		return 0, errors.New("not a steering program")
+	}
+	ids, _ := info.MapIDs()
+	for _, mid := range ids {
+		m, err := ebpf.NewMapFromID(mid)
+		if err != nil {
+			continue
+		}
+		mi, err := m.Info()
+		if err == nil && mi.Name == "steer_cfg" {
+			var cfg steerSteerConfig
+			err = m.Lookup(uint32(0), &cfg)
+			m.Close()
+			return uint16(cfg.Port), err
+		}
+		m.Close()
+	}
+	return 0, errors.New("no steering config")
+}

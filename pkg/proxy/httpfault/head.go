@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"sync/atomic"
 )
 
 // The proxy parses only what it needs to find where a message ends and to
@@ -18,8 +19,42 @@ var (
 )
 
 // maxHead is the largest request or response head the proxy accepts; it is
-// also the size of its read buffers.
+// also the size of its large read buffers.
 const maxHead = 64 << 10
+
+// smallHead is the size of the read buffer a client connection starts
+// with (net/http's too); a request head that does not fit moves to a
+// maxHead buffer, within the proxy's HeadBudget.
+const smallHead = 4 << 10
+
+// DefaultHeadBudget is the memory for request heads larger than smallHead
+// that a proxy without a HeadBudget of its own allows to be in the middle
+// of being read at once: 128 heads of up to 64 KiB.
+const DefaultHeadBudget = 8 << 20
+
+// HeadBudget bounds the memory that request heads larger than smallHead
+// hold while they are being read, across the proxies that share it
+// (faultlined: all of a node's). A head that would take more is answered 431 and its connection
+// closed, as one larger than 64 KiB is, so that thousands of clients
+// stalling in the middle of large heads cannot exhaust the daemon's memory
+// while ordinary requests keep passing.
+type HeadBudget struct {
+	limit int64
+	used  atomic.Int64
+}
+
+// NewHeadBudget returns a budget of bytes (at least one large head).
+func NewHeadBudget(bytes int64) *HeadBudget { return &HeadBudget{limit: max(bytes, maxHead)} }
+
+func (b *HeadBudget) take() bool {
+	if b.used.Add(maxHead) > b.limit {
+		b.used.Add(-maxHead)
+		return false
+	}
+	return true
+}
+
+func (b *HeadBudget) give() { b.used.Add(-maxHead) }
 
 // readHead waits until br holds a complete message head and returns it, as
 // a slice of br's buffer valid until br is read or discarded. Empty lines

@@ -307,3 +307,49 @@ func TestHTTP2FloodsEndAsWithGo(t *testing.T) {
 		})
 	}
 }
+
+// TestHeadBudgetBoundsStalledLargeHeads: heads over 4 KiB still being read
+// share the head budget; one past it is answered 431 and closed, while
+// small requests pass, a complete large head gives its share back, and
+// large heads arrive intact.
+func TestHeadBudgetBoundsStalledLargeHeads(t *testing.T) {
+	p := &Proxy{HeadBudget: NewHeadBudget(2 * maxHead)}
+	var cookie atomic.Value
+	addr := proxyWith(t, p, &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cookie.Store(r.Header.Get("Cookie"))
+		fmt.Fprint(w, "ok")
+	})})
+	big := strings.Repeat("c", 20<<10)
+	stall := func() net.Conn {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\nCookie: %s\r\n", big) // no end yet
+		return c
+	}
+	status := func(c net.Conn) string {
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		return strings.TrimSpace(line)
+	}
+	first, _ := stall(), stall()
+	time.Sleep(100 * time.Millisecond) // both hold their share
+	if got := status(stall()); got != "HTTP/1.1 431 Request Header Fields Too Large" {
+		t.Fatalf("a third stalled large head: %q, want 431", got)
+	}
+	if resp, err := http.Get("http://" + addr + "/"); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("a small request beside them: %v %v", resp, err)
+	}
+	io.WriteString(first, "\r\n") // complete: its share comes back
+	if got := status(first); got != "HTTP/1.1 200 OK" || cookie.Load() != big {
+		t.Fatalf("the completed large head: %q, cookie intact %v", got, cookie.Load() == big)
+	}
+	fourth := stall()
+	time.Sleep(100 * time.Millisecond)
+	io.WriteString(fourth, "\r\n")
+	if got := status(fourth); got != "HTTP/1.1 200 OK" {
+		t.Fatalf("a large head after one completed: %q, want 200", got)
+	}
+}

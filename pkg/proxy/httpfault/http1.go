@@ -20,8 +20,9 @@ import (
 )
 
 var (
-	readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, maxHead) }}
-	writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 16<<10) }}
+	readerPool      = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, maxHead) }}
+	smallReaderPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, smallHead) }}
+	writerPool      = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 16<<10) }}
 )
 
 // h1 is one HTTP/1.1 client connection and, once a request is forwarded,
@@ -31,8 +32,9 @@ var (
 type h1 struct {
 	p        *Proxy
 	c        net.Conn
-	br       *bufio.Reader
+	br       *bufio.Reader // smallHead, or maxHead after a large head
 	bw       *bufio.Writer
+	budgeted bool        // br is a maxHead buffer reading a head, counted in the head budget
 	idle     atomic.Bool // between requests, after at least one
 	draining atomic.Bool
 
@@ -75,16 +77,21 @@ var h2Preface = []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
 func (c *h1) serve() {
 	var current connection = c
 	defer func() { c.p.done(current) }()
-	c.acquire()
 	defer c.release()
 
+	// A connection holds no buffers until its client sends something.
 	_ = c.c.SetReadDeadline(time.Now().Add(c.p.headerTimeout()))
+	if awaitInput(c.c) != nil {
+		c.close()
+		return
+	}
+	c.acquire()
 	if h2, err := c.sniffH2(); err != nil {
 		c.close()
 		return
 	} else if h2 {
 		_ = c.c.SetReadDeadline(time.Time{})
-		h := newH2(c.p, c.c, c.br, c.bw)
+		h := newH2(c.p, c.c, c.br, c.writer())
 		current = h
 		h.serve(c.p.swap(c, h))
 		return
@@ -101,6 +108,13 @@ func (c *h1) serve() {
 			}
 		}
 		raw, err := readHead(c.br)
+		if errors.Is(err, errHeadTooLarge) && c.br.Size() < maxHead && c.grow() {
+			raw, err = readHead(c.br)
+		}
+		if c.budgeted { // a complete head is a request: the budget is for heads still coming
+			c.p.heads.give()
+			c.budgeted = false
+		}
 		c.idle.Store(false)
 		if err != nil {
 			if errors.Is(err, errHeadTooLarge) {
@@ -144,12 +158,57 @@ func (c *h1) awaitRequest() bool {
 	return !c.draining.Load()
 }
 
-// acquire gives the client side its buffers.
+// grow moves the client side to a maxHead read buffer, if the head budget
+// has room, keeping what the small one holds. The buffer stays until the
+// connection is idle; its share of the budget, until the head is complete.
+func (c *h1) grow() bool {
+	p := c.p
+	if !p.heads.take() {
+		p.Logger.Debug("request head refused: the head budget is spent")
+		return false
+	}
+	held, _ := c.br.Peek(c.br.Buffered())
+	big := readerPool.Get().(*bufio.Reader)
+	big.Reset(io.MultiReader(bytes.NewReader(held), c.c))
+	if _, err := big.Peek(len(held)); err != nil { // copies held: the reader can go
+		big.Reset(nil)
+		readerPool.Put(big)
+		p.heads.give()
+		return false
+	}
+	c.putClientReader()
+	p.buffers.Add(1)
+	c.br, c.budgeted = big, true
+	return true
+}
+
+// putClientReader gives the client side's read buffer back, and its share
+// of the head budget if it had one.
+func (c *h1) putClientReader() {
+	if c.budgeted {
+		c.p.heads.give()
+		c.budgeted = false
+	}
+	c.p.putReader(&c.br)
+}
+
+// acquire gives the client side its read buffer; its write buffer comes
+// with the first response (writer), so that a client still sending its
+// head holds no more than the head.
 func (c *h1) acquire() {
 	if c.br == nil {
-		c.br = c.p.getReader(c.c)
+		c.p.buffers.Add(1)
+		c.br = smallReaderPool.Get().(*bufio.Reader)
+		c.br.Reset(c.c)
+	}
+}
+
+// writer returns the client side's write buffer, getting it if need be.
+func (c *h1) writer() *bufio.Writer {
+	if c.bw == nil {
 		c.bw = c.p.getWriter(c.c)
 	}
+	return c.bw
 }
 
 // acquireUp gives the application side its buffers.
@@ -164,7 +223,7 @@ func (c *h1) acquireUp() {
 // when called) and the application side's unless it sent bytes nobody
 // asked for yet.
 func (c *h1) releaseIdle() {
-	c.p.putReader(&c.br)
+	c.putClientReader()
 	c.p.putWriter(&c.bw)
 	if c.upbr != nil && c.upbr.Buffered() == 0 && c.upbw.Buffered() == 0 {
 		c.p.putReader(&c.upbr)
@@ -174,7 +233,7 @@ func (c *h1) releaseIdle() {
 
 // release gives every buffer back once the connection has ended.
 func (c *h1) release() {
-	c.p.putReader(&c.br)
+	c.putClientReader()
 	c.p.putWriter(&c.bw)
 	c.p.putReader(&c.upbr)
 	c.p.putWriter(&c.upbw)
@@ -200,7 +259,11 @@ func (p *Proxy) putReader(b **bufio.Reader) {
 	if *b != nil {
 		p.buffers.Add(-1)
 		(*b).Reset(nil)
-		readerPool.Put(*b)
+		if (*b).Size() == smallHead {
+			smallReaderPool.Put(*b)
+		} else {
+			readerPool.Put(*b)
+		}
 		*b = nil
 	}
 }
@@ -425,33 +488,34 @@ func (c *h1) forward(req *requestHead, hold time.Duration, read time.Time) bool 
 			return c.badGateway(err)
 		}
 		kind := resp.body(req.method)
+		bw := c.writer()
 		if resp.status/100 == 1 && kind != bodyTunnel {
-			_, _ = c.bw.Write(raw)
+			_, _ = bw.Write(raw)
 			_, _ = c.upbr.Discard(len(raw))
-			if err := c.bw.Flush(); err != nil {
+			if err := bw.Flush(); err != nil {
 				return false
 			}
 			continue
 		}
 		p.wait(hold, nil)
-		_, _ = c.bw.Write(raw)
+		_, _ = bw.Write(raw)
 		_, _ = c.upbr.Discard(len(raw))
 		switch kind {
 		case bodyTunnel:
-			if c.bw.Flush() != nil || c.waitBody(bodyDone) != nil {
+			if bw.Flush() != nil || c.waitBody(bodyDone) != nil {
 				return false
 			}
 			c.tunnel()
 			return false
 		case bodyLength:
-			err = copyN(c.bw, c.upbr, resp.contentLength)
+			err = copyN(bw, c.upbr, resp.contentLength)
 		case bodyChunked:
-			err = copyChunked(c.bw, c.upbr)
+			err = copyChunked(bw, c.upbr)
 		case bodyUntilClose:
-			err = copyUntilEOF(c.bw, c.upbr)
+			err = copyUntilEOF(bw, c.upbr)
 		}
 		if err == nil {
-			err = c.bw.Flush()
+			err = bw.Flush()
 		}
 		if berr := c.waitBody(bodyDone); err == nil {
 			err = berr
@@ -583,7 +647,7 @@ func closeWrite(c net.Conn) {
 // writeAnswer writes a response the proxy makes itself. Statuses that
 // carry no content (204, 304) get neither a body nor a Content-Length.
 func (c *h1) writeAnswer(a *fault.Answer, isHead, closeConn bool) error {
-	w := c.bw
+	w := c.writer()
 	w.WriteString("HTTP/1.1 " + strconv.Itoa(a.Status) + " " + http.StatusText(a.Status) + "\r\n")
 	typed := false
 	for _, h := range a.Header {

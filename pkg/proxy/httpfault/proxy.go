@@ -52,6 +52,9 @@ type Proxy struct {
 	// IdleTimeout closes an HTTP/1 connection idle between requests for
 	// that long. Zero means DefaultIdleTimeout.
 	IdleTimeout time.Duration
+	// HeadBudget bounds the memory of large request heads being read; nil
+	// gives the proxy one of DefaultHeadBudget for itself.
+	HeadBudget *HeadBudget
 	// Delays, if set, observes every delay the proxy spends, in seconds,
 	// as measured: one that the fault's end cuts short counts what was
 	// spent; one whose client leaves during it is not observed.
@@ -66,6 +69,7 @@ type Proxy struct {
 	buffers                                               atomic.Int64 // pooled buffers held by connections
 
 	initOnce  sync.Once
+	heads     *HeadBudget
 	ctx       context.Context // cancelled by Shutdown: ends delays
 	cancel    context.CancelFunc
 	killCtx   context.Context // cancelled when Shutdown gives up: ends dials
@@ -121,6 +125,10 @@ func (p *Proxy) init() {
 		p.killCtx, p.kill = context.WithCancel(context.Background())
 		p.listeners = map[net.Listener]struct{}{}
 		p.conns = map[connection]struct{}{}
+		p.heads = p.HeadBudget
+		if p.heads == nil {
+			p.heads = NewHeadBudget(DefaultHeadBudget)
+		}
 		if p.Logger == nil {
 			p.Logger = slog.New(slog.DiscardHandler)
 		}
