@@ -20,7 +20,8 @@
 // Differences from xk6-disruptor, all supersets: durations may also be
 // numbers (milliseconds); injectNetworkFaults exists on ServiceDisruptor
 // too; terminatePods returns the names it terminated; faults take
-// faultline's extra fields (delayRate, errorHeaders, match, ...); status()
+// faultline's extra fields (delayRate, errorHeaders, match, ...);
+// injectTCPFaults applies Toxiproxy-style toxics to any TCP port; status()
 // returns the live counters of the faults on a disruptor's targets; every
 // fault's counters are added to k6 metrics (faultline_requests,
 // faultline_requests_faulted, ..., tagged with kind). The options proxyPort
@@ -51,6 +52,9 @@ const metrics = {
   packetsSeen: new Counter('faultline_packets_seen'),
   packetsDropped: new Counter('faultline_packets_dropped'),
   connectionsRefused: new Counter('faultline_connections_refused'),
+  tcpConnections: new Counter('faultline_tcp_connections'),
+  tcpConnectionsToxic: new Counter('faultline_tcp_connections_toxic'),
+  tcpConnectionsCut: new Counter('faultline_tcp_connections_cut'),
 };
 
 let connected = false;
@@ -341,6 +345,41 @@ function networkFault(fault) {
   return { fault: proto, extra: {} };
 }
 
+// Toxiproxy's toxics: each type's attributes, as the node API names them.
+const TOXICS = {
+  latency: { latency: duration, jitter: duration },
+  bandwidth: { rate: integer },
+  timeout: { timeout: duration },
+  reset_peer: { timeout: duration },
+  slow_close: { delay: duration },
+  limit_data: { bytes: integer },
+  slicer: { averageSize: integer, sizeVariation: integer, delay: duration },
+};
+const DURATION_ATTRS = new Set(['latency', 'jitter', 'timeout', 'delay']);
+
+// tcpFault converts {port, toxics: [{type, stream, toxicity, attributes}]},
+// Toxiproxy's shape; the node checks the values.
+function tcpFault(fault) {
+  const f = convert(fault, { port: (v, n) => v, toxics: (v) => v }, 'TCPFault');
+  if (!Array.isArray(f.toxics) || f.toxics.length === 0) throw new Error('toxics must be a non-empty array');
+  const proto = { upstream: [], downstream: [] };
+  f.toxics.forEach((t, i) => {
+    const x = convert(t, { type: string, stream: string, toxicity: number, attributes: (v) => v }, 'Toxic');
+    const attrs = TOXICS[x.type];
+    if (!attrs) throw new Error(`toxics[${i}]: unknown type ${x.type}: one of ${Object.keys(TOXICS).join(', ')}`);
+    const stream = x.stream === undefined ? 'downstream' : x.stream;
+    if (stream !== 'upstream' && stream !== 'downstream') throw new Error(`toxics[${i}]: stream must be upstream or downstream, got ${stream}`);
+    const a = convert(x.attributes, attrs, `${x.type} attributes`);
+    const kind = {};
+    for (const [k, v] of Object.entries(a)) kind[k] = DURATION_ATTRS.has(k) ? protoDuration(v) : v;
+    const toxic = { [camel(x.type)]: kind };
+    if (x.toxicity !== undefined) toxic.toxicity = x.toxicity;
+    proto[stream].push(toxic);
+  });
+  const extra = withPort(proto, f);
+  return { fault: proto, extra };
+}
+
 function injectDuration(d) {
   let ns;
   try {
@@ -359,6 +398,12 @@ function num(v) {
 function record(kind, total) {
   const tags = { kind };
   const requests = num(total.requests);
+  if (kind === 'tcp') {
+    metrics.tcpConnections.add(num(total.tcpConnections), tags);
+    metrics.tcpConnectionsToxic.add(num(total.tcpConnectionsToxic), tags);
+    metrics.tcpConnectionsCut.add(num(total.tcpConnectionsCut), tags);
+    return;
+  }
   if (kind === 'network') {
     metrics.packetsSeen.add(num(total.packetsSeen), tags);
     metrics.packetsDropped.add(num(total.packetsDropped), tags);
@@ -372,7 +417,8 @@ function record(kind, total) {
 }
 
 const COUNTERS = ['requests', 'unmatched', 'delayed', 'errored', 'upstreamErrors', 'connectionsReset',
-  'packetsSeen', 'packetsDropped', 'connectionsRefused'];
+  'packetsSeen', 'packetsDropped', 'connectionsRefused', 'tcpConnections', 'tcpConnectionsToxic',
+  'tcpConnectionsCut', 'bytesUpstream', 'bytesDownstream'];
 
 // counters turns a Counters message (uint64 fields come as strings) into
 // numbers.
@@ -445,6 +491,13 @@ class Disruptor {
 
   injectGrpcFaults(...args) {
     return this._inject('grpc', 'InjectGrpc', grpcFault, args, 'GrpcFault');
+  }
+
+  // injectTCPFaults applies Toxiproxy-style toxics to the bytes of any
+  // TCP port (a faultline superset): {port, toxics: [{type, stream,
+  // toxicity, attributes}]}.
+  injectTCPFaults(...args) {
+    return this._inject('tcp', 'InjectTcp', tcpFault, args, 'TCPFault');
   }
 
   injectNetworkFaults(...args) {

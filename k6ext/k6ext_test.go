@@ -92,6 +92,14 @@ func (f *fakeGateway) InjectNetwork(_ context.Context, r *pb.InjectNetworkReques
 	return &pb.GatewayInjectResponse{Total: &pb.Counters{PacketsSeen: 100, PacketsDropped: 40, ConnectionsRefused: 5}}, nil
 }
 
+func (f *fakeGateway) InjectTcp(_ context.Context, r *pb.InjectTcpRequest) (*pb.GatewayInjectResponse, error) {
+	f.record(r)
+	if f.err != nil {
+		return nil, f.err
+	}
+	return &pb.GatewayInjectResponse{Total: &pb.Counters{TcpConnections: 7, TcpConnectionsToxic: 5, TcpConnectionsCut: 1}}, nil
+}
+
 func (f *fakeGateway) TerminatePods(_ context.Context, r *pb.TerminatePodsRequest) (*pb.TerminatePodsResponse, error) {
 	f.record(r)
 	return &pb.TerminatePodsResponse{Terminated: []string{"catalog-2"}}, nil
@@ -332,5 +340,37 @@ func TestStatusGivesLiveCounters(t *testing.T) {
 	f.err = status.Error(codes.NotFound, "no pods found matching selector")
 	if _, err := run(t, env, pod+`d.status();`); err == nil || !strings.Contains(err.Error(), "error getting fault status: no pods found") {
 		t.Errorf("a gateway error: %v", err)
+	}
+}
+
+func TestInjectTCPFaults(t *testing.T) {
+	f, addr := startFake(t)
+	env := map[string]string{"FAULTLINE_ADDR": addr}
+	m, err := run(t, env, pod+`
+		d.injectTCPFaults({port: 6379, toxics: [
+			{type: 'latency', stream: 'downstream', attributes: {latency: '50ms', jitter: 10}},
+			{type: 'reset_peer', stream: 'upstream', toxicity: 0.5, attributes: {timeout: '2s'}},
+			{type: 'slicer', attributes: {average_size: 64, size_variation: 8, delay: '1ms'}}]}, '30s');`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"targets":{"pods":{"namespace":"shop","select":{"labels":{"app":"catalog"}},"exclude":{}}},"duration":"30s","fault":{"port":6379,` +
+		`"upstream":[{"toxicity":0.5,"resetPeer":{"timeout":"2s"}}],` +
+		`"downstream":[{"latency":{"latency":"0.050s","jitter":"0.010s"}},{"slicer":{"averageSize":"64","sizeVariation":"8","delay":"0.001s"}}]}}`
+	if got := f.last(); got != want {
+		t.Errorf("request\n got %s\nwant %s", got, want)
+	}
+	if s := m.Metrics.Samples("faultline_tcp_connections_toxic", map[string]string{"kind": "tcp"}); len(s) != 1 || s[0].Value != 5 {
+		t.Errorf("faultline_tcp_connections_toxic samples %v", s)
+	}
+	for body, want := range map[string]string{
+		`d.injectTCPFaults({port: 6379, toxics: []}, '10s');`:                                         "toxics must be a non-empty array",
+		`d.injectTCPFaults({port: 6379, toxics: [{type: 'teleport'}]}, '10s');`:                       "toxics[0]: unknown type teleport",
+		`d.injectTCPFaults({port: 6379, toxics: [{type: 'latency', stream: 'sideways'}]}, '10s');`:    "stream must be upstream or downstream",
+		`d.injectTCPFaults({port: 6379, toxics: [{type: 'latency', attributes: {rate: 1}}]}, '10s');`: "unknown field rate in struct latency attributes",
+	} {
+		if _, err := run(t, env, pod+body); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", body, err, want)
+		}
 	}
 }

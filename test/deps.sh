@@ -16,7 +16,8 @@ test=("${demo[@]}"
 	protobuf-compiler:protoc libprotobuf-dev:/usr/include/google/protobuf/duration.proto
 	etcd-server:etcd containernetworking-plugins:/usr/lib/cni/bridge
 	gcc:gcc libc6-dev:/usr/include/stdio.h util-linux:setpriv
-	python3-grpcio:/usr/lib/python3/dist-packages/grpc/__init__.py prometheus:prometheus)
+	python3-grpcio:/usr/lib/python3/dist-packages/grpc/__init__.py prometheus:prometheus
+	redis-server:redis-server redis-tools:redis-cli)
 bench=(iproute2:ip wrk:wrk)
 
 missing=()

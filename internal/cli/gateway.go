@@ -332,3 +332,8 @@ func (c inProcess) Status(ctx context.Context, r *pb.StatusRequest, _ ...grpc.Ca
 	resp, err := c.s.Status(ctx, r)
 	return resp, errgrpc.ToGRPC(err)
 }
+
+func (c inProcess) InjectTcp(ctx context.Context, r *pb.InjectTcpRequest, _ ...grpc.CallOption) (*pb.GatewayInjectResponse, error) {
+	resp, err := c.s.InjectTcp(ctx, r)
+	return resp, errgrpc.ToGRPC(err)
+}

@@ -21,7 +21,7 @@ func newCmdInject(g *globals) *cobra.Command {
 		Use:   "inject",
 		Short: "Inject a fault and wait until it ends",
 	}
-	cmd.AddCommand(newCmdInjectHTTP(g), newCmdInjectGRPC(g), newCmdInjectNetwork(g))
+	cmd.AddCommand(newCmdInjectHTTP(g), newCmdInjectGRPC(g), newCmdInjectNetwork(g), newCmdInjectTCP(g))
 	return cmd
 }
 

@@ -72,10 +72,14 @@ func (g *globals) printStatus(f *pb.FaultStatus) error {
 	c := f.GetCounters()
 	fmt.Fprintf(g.stdout, "%s fault %s on %s %s ended (%s)\n", f.GetKind(), f.GetId(), targetString(f.GetTarget()), portString(f), f.GetEndReason())
 	w := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-	if f.GetKind() == "network" {
+	switch f.GetKind() {
+	case "tcp":
+		fmt.Fprintln(w, "CONNECTIONS\tTOXIC\tCUT\tBYTES_UPSTREAM\tBYTES_DOWNSTREAM\tCONNECTIONS_RESET")
+		fmt.Fprintf(w, "%d\t%d\t%d\t%d\t%d\t%d\n", c.GetTcpConnections(), c.GetTcpConnectionsToxic(), c.GetTcpConnectionsCut(), c.GetBytesUpstream(), c.GetBytesDownstream(), c.GetConnectionsReset())
+	case "network":
 		fmt.Fprintln(w, "PACKETS_SEEN\tPACKETS_DROPPED\tCONNECTIONS_REFUSED")
 		fmt.Fprintf(w, "%d\t%d\t%d\n", c.GetPacketsSeen(), c.GetPacketsDropped(), c.GetConnectionsRefused())
-	} else {
+	default:
 		fmt.Fprintln(w, "REQUESTS\tUNMATCHED\tDELAYED\tERRORED\tUPSTREAM_ERRORS\tCONNECTIONS_RESET")
 		fmt.Fprintf(w, "%d\t%d\t%d\t%d\t%d\t%d\n", c.GetRequests(), c.GetUnmatched(), c.GetDelayed(), c.GetErrored(), c.GetUpstreamErrors(), c.GetConnectionsReset())
 	}

@@ -80,6 +80,8 @@ func (g *globals) injectVia(ctx context.Context, lp *localParams, sel *selectorP
 		resp, err = client.InjectGrpc(ctx, &pb.InjectGrpcRequest{Targets: set, Duration: req.GetDuration(), Fault: f.Grpc})
 	case *pb.InjectRequest_Network:
 		resp, err = client.InjectNetwork(ctx, &pb.InjectNetworkRequest{Targets: set, Duration: req.GetDuration(), Fault: f.Network})
+	case *pb.InjectRequest_Tcp:
+		resp, err = client.InjectTcp(ctx, &pb.InjectTcpRequest{Targets: set, Duration: req.GetDuration(), Fault: f.Tcp})
 	}
 	if err != nil {
 		if ctx.Err() != nil && status.Code(err) == codes.Canceled {

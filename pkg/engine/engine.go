@@ -37,6 +37,7 @@ import (
 	"github.com/faultline-dev/faultline/pkg/fault"
 	"github.com/faultline-dev/faultline/pkg/netns"
 	"github.com/faultline-dev/faultline/pkg/proxy/httpfault"
+	"github.com/faultline-dev/faultline/pkg/proxy/tcpfault"
 )
 
 // DefaultBypassSource is the loopback address the proxy dials the
@@ -112,11 +113,12 @@ func (s State) String() string {
 
 // Counters are a fault's counts; each kind fills its own.
 type Counters struct {
-	httpfault.Counters        // http, grpc: requests
-	ConnectionsReset   uint64 // http, grpc: established connections reset at the start
-	PacketsSeen        uint64 // network: inbound packets matching port and protocol
-	PacketsDropped     uint64 // network
-	ConnectionsRefused uint64 // network: new TCP connections refused (resetRate)
+	httpfault.Counters                   // http, grpc: requests
+	ConnectionsReset   uint64            // http, grpc: established connections reset at the start
+	PacketsSeen        uint64            // network: inbound packets matching port and protocol
+	PacketsDropped     uint64            // network
+	ConnectionsRefused uint64            // network: new TCP connections refused (resetRate)
+	TCP                tcpfault.Counters // tcp
 }
 
 // Status is a snapshot of a fault.
@@ -421,7 +423,23 @@ func (f *Running) setup(ctx context.Context) error {
 	var err error
 	switch k := f.spec.Fault.(type) {
 	case fault.ProxyFault:
-		f.impl, err = f.setupProxy(ctx, k)
+		f.impl, err = f.setupProxy(ctx, k.Claim().Port, k.ResetsConnections(), func(p *proxyFault, dial dialFunc) server {
+			hp := &httpfault.Proxy{Rule: k, Dial: dial, Logger: p.log,
+				HeaderTimeout: f.e.opts.HeaderTimeout, IdleTimeout: f.e.opts.IdleTimeout, HeadBudget: f.e.heads}
+			if m := f.e.opts.Monitor; m != nil {
+				hp.Delays, hp.Overhead = m.Observers(f.spec.ID, k.Kind(), f.target)
+			}
+			p.counts = func(c *Counters) { c.Counters = hp.Counters() }
+			return hp
+		})
+	case *fault.TCP:
+		// Established connections are reset, as for HTTP, so that their
+		// clients reconnect through the relay.
+		f.impl, err = f.setupProxy(ctx, k.Port, true, func(p *proxyFault, dial dialFunc) server {
+			tp := &tcpfault.Proxy{Fault: k, Dial: dial, Logger: p.log}
+			p.counts = func(c *Counters) { c.TCP = tp.Counters() }
+			return tp
+		})
 	case *fault.Network:
 		f.impl, err = f.setupNetwork(ctx, k)
 	default:

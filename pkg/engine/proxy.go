@@ -10,8 +10,6 @@ import (
 	"sync/atomic"
 
 	"github.com/containerd/errdefs"
-	"github.com/faultline-dev/faultline/pkg/fault"
-	"github.com/faultline-dev/faultline/pkg/proxy/httpfault"
 	"github.com/faultline-dev/faultline/pkg/sockdiag"
 	"github.com/faultline-dev/faultline/pkg/steer"
 )
@@ -21,18 +19,28 @@ import (
 type proxyFault struct {
 	log       *slog.Logger
 	listeners []*net.TCPListener
-	proxy     *httpfault.Proxy
+	proxy     server
+	counts    func(*Counters) // the server's counters
 	steering  *steer.Steering
 	attached  atomic.Bool // steering holds its link: read by Status from any goroutine
 	reset     int
 }
 
+// server is what serves the steered connections: the HTTP proxy or the
+// TCP relay.
+type server interface {
+	Serve(net.Listener) error
+	Shutdown(context.Context) error
+}
+
+// dialFunc connects to the application, bypassing the steering.
+type dialFunc func(ctx context.Context) (net.Conn, error)
+
 // setupProxy opens the listeners in the namespace, starts the proxy,
 // attaches the steering program and resets established connections, in
 // that order, so that no connection is ever steered to a listener that is
 // not served. On error or cancellation it releases what it made.
-func (f *Running) setupProxy(ctx context.Context, rule fault.ProxyFault) (_ impl, err error) {
-	port := rule.Claim().Port
+func (f *Running) setupProxy(ctx context.Context, port uint16, resets bool, newServer func(*proxyFault, dialFunc) server) (_ impl, err error) {
 	pf := &proxyFault{log: f.log}
 	defer func() {
 		if err != nil {
@@ -55,18 +63,7 @@ func (f *Running) setupProxy(ctx context.Context, rule fault.ProxyFault) (_ impl
 	bypass := f.e.opts.BypassSource
 	upstream := net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port)))
 	dial := f.ns.Dialer(&net.TCPAddr{IP: bypass.AsSlice()})
-	pf.proxy = &httpfault.Proxy{
-		Rule:   rule,
-		Dial:   func(ctx context.Context) (net.Conn, error) { return dial(ctx, "tcp4", upstream) },
-		Logger: pf.log,
-
-		HeaderTimeout: f.e.opts.HeaderTimeout,
-		IdleTimeout:   f.e.opts.IdleTimeout,
-		HeadBudget:    f.e.heads,
-	}
-	if m := f.e.opts.Monitor; m != nil {
-		pf.proxy.Delays, pf.proxy.Overhead = m.Observers(f.spec.ID, rule.Kind(), f.target)
-	}
+	pf.proxy = newServer(pf, func(ctx context.Context) (net.Conn, error) { return dial(ctx, "tcp4", upstream) })
 	for _, ln := range pf.listeners {
 		go pf.proxy.Serve(ln)
 	}
@@ -86,7 +83,7 @@ func (f *Running) setupProxy(ctx context.Context, rule fault.ProxyFault) (_ impl
 		return nil, err
 	}
 	pf.attached.Store(true)
-	if rule.ResetsConnections() {
+	if resets {
 		pf.reset, err = sockdiag.DestroyEstablished(f.ns, port, func(remote netip.Addr) bool { return remote == bypass })
 		if err != nil {
 			// Not fatal: clients that connected before keep going direct.
@@ -98,8 +95,8 @@ func (f *Running) setupProxy(ctx context.Context, rule fault.ProxyFault) (_ impl
 
 func (pf *proxyFault) counters() Counters {
 	c := Counters{ConnectionsReset: uint64(pf.reset)}
-	if pf.proxy != nil {
-		c.Counters = pf.proxy.Counters()
+	if pf.counts != nil {
+		pf.counts(&c)
 	}
 	return c
 }

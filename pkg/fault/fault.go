@@ -37,6 +37,7 @@ const (
 	KindHTTP    Kind = "http"
 	KindGRPC    Kind = "grpc"
 	KindNetwork Kind = "network"
+	KindTCP     Kind = "tcp"
 )
 
 // Durations a fault may last.

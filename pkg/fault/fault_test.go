@@ -39,6 +39,8 @@ func inject(f any, d time.Duration) *pb.InjectRequest {
 		r.Fault = &pb.InjectRequest_Grpc{Grpc: f}
 	case *pb.NetworkFault:
 		r.Fault = &pb.InjectRequest_Network{Network: f}
+	case *pb.TcpFault:
+		r.Fault = &pb.InjectRequest_Tcp{Tcp: f}
 	}
 	return r
 }
@@ -77,6 +79,14 @@ func TestFromProtoRefusals(t *testing.T) {
 		{inject(&pb.NetworkFault{Protocol: "icmp"}, time.Minute), `protocol must be tcp, udp, or empty for all, got "icmp"`},
 		{inject(&pb.NetworkFault{DropRate: f64(1.5)}, time.Minute), "dropRate must be in the range [0, 1], got 1.5"},
 		{inject(&pb.NetworkFault{Protocol: "udp", ResetRate: 0.5}, time.Minute), "resetRate applies to TCP connections"},
+		{inject(&pb.TcpFault{Port: 6379}, time.Minute), "a tcp fault needs at least one toxic"},
+		{inject(&pb.TcpFault{Upstream: []*pb.Toxic{{Kind: &pb.Toxic_LimitData{LimitData: &pb.LimitDataToxic{Bytes: 1}}}}}, time.Minute), "port must be in 1-65535, got 0"},
+		{inject(&pb.TcpFault{Port: 6379, Upstream: []*pb.Toxic{{}}}, time.Minute), "upstream[0]: give one toxic"},
+		{inject(&pb.TcpFault{Port: 6379, Downstream: []*pb.Toxic{{Kind: &pb.Toxic_Bandwidth{Bandwidth: &pb.BandwidthToxic{}}}}}, time.Minute), "downstream[0].bandwidth.rate must be a positive number of bytes per second, got 0"},
+		{inject(&pb.TcpFault{Port: 6379, Downstream: []*pb.Toxic{{Toxicity: f64(-0.5), Kind: &pb.Toxic_LimitData{LimitData: &pb.LimitDataToxic{Bytes: 1}}}}}, time.Minute), "downstream[0].toxicity must be in the range [0, 1], got -0.5"},
+		{inject(&pb.TcpFault{Port: 6379, Downstream: []*pb.Toxic{{Kind: &pb.Toxic_Latency{Latency: &pb.LatencyToxic{Latency: ms(10), Jitter: ms(20)}}}}}, time.Minute), "downstream[0].latency.jitter must be in [0, latency]"},
+		{inject(&pb.TcpFault{Port: 6379, Downstream: []*pb.Toxic{{Kind: &pb.Toxic_SlowClose{SlowClose: &pb.SlowCloseToxic{Delay: ms(-5)}}}}}, time.Minute), "downstream[0].slow_close.delay must be positive"},
+		{inject(&pb.TcpFault{Port: 6379, Downstream: []*pb.Toxic{{Kind: &pb.Toxic_Slicer{Slicer: &pb.SlicerToxic{AverageSize: 8, SizeVariation: 8}}}}}, time.Minute), "size_variation must be in [0, average_size)"},
 		{&pb.InjectRequest{Id: "-bad", Duration: durationpb.New(time.Minute), Fault: &pb.InjectRequest_Network{Network: &pb.NetworkFault{}}}, `id "-bad" must be 1-63`},
 	} {
 		_, err := FromProto(tc.req)

@@ -28,6 +28,8 @@ func FromProto(req *pb.InjectRequest) (Spec, error) {
 		spec.Fault, err = grpcFromProto(f.Grpc)
 	case *pb.InjectRequest_Network:
 		spec.Fault, err = networkFromProto(f.Network)
+	case *pb.InjectRequest_Tcp:
+		spec.Fault, err = tcpFromProto(f.Tcp)
 	}
 	if err != nil {
 		return Spec{}, err

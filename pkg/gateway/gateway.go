@@ -183,6 +183,19 @@ func (s *Server) InjectGrpc(ctx context.Context, req *pb.InjectGrpcRequest) (*pb
 	})
 }
 
+// InjectTcp runs a TCP fault on every target.
+func (s *Server) InjectTcp(ctx context.Context, req *pb.InjectTcpRequest) (*pb.GatewayInjectResponse, error) {
+	return s.inject(ctx, req.GetTargets(), req.GetDuration(), false, func(t targets.Target) (*pb.InjectRequest, error) {
+		f := proto.Clone(req.GetFault()).(*pb.TcpFault)
+		if f == nil {
+			f = &pb.TcpFault{}
+		}
+		port, err := t.ResolvePort(int(f.Port), req.GetPortName(), 0)
+		f.Port = uint32(port)
+		return &pb.InjectRequest{Fault: &pb.InjectRequest_Tcp{Tcp: f}}, err
+	})
+}
+
 // InjectNetwork runs a network fault on every target.
 func (s *Server) InjectNetwork(ctx context.Context, req *pb.InjectNetworkRequest) (*pb.GatewayInjectResponse, error) {
 	return s.inject(ctx, req.GetTargets(), req.GetDuration(), false, func(targets.Target) (*pb.InjectRequest, error) {
@@ -361,6 +374,11 @@ func addCounters(total, c *pb.Counters) {
 	total.PacketsDropped += c.GetPacketsDropped()
 	total.ConnectionsRefused += c.GetConnectionsRefused()
 	total.TargetsDeleted += c.GetTargetsDeleted()
+	total.TcpConnections += c.GetTcpConnections()
+	total.TcpConnectionsToxic += c.GetTcpConnectionsToxic()
+	total.TcpConnectionsCut += c.GetTcpConnectionsCut()
+	total.BytesUpstream += c.GetBytesUpstream()
+	total.BytesDownstream += c.GetBytesDownstream()
 }
 
 // TerminatePods stops count targets chosen at random.

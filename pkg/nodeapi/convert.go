@@ -52,6 +52,8 @@ func StatusToProto(st engine.Status) *pb.FaultStatus {
 			Requests: c.Requests, Unmatched: c.Unmatched, Delayed: c.Delayed, Errored: c.Errored,
 			UpstreamErrors: c.UpstreamErrors, ConnectionsReset: c.ConnectionsReset, PacketsSeen: c.PacketsSeen,
 			PacketsDropped: c.PacketsDropped, ConnectionsRefused: c.ConnectionsRefused,
+			TcpConnections: c.TCP.Connections, TcpConnectionsToxic: c.TCP.Toxic, TcpConnectionsCut: c.TCP.Cut,
+			BytesUpstream: c.TCP.BytesUp, BytesDownstream: c.TCP.BytesDown,
 		},
 		EndReason: string(st.EndReason),
 		Protocol:  string(st.Claim.Protocol),

@@ -75,6 +75,7 @@ func TestKubernetes(t *testing.T) {
 		{"ServiceDisruptorNamedPort", testServiceDisruptorNamedPort},
 		{"ServiceDisruptorGrpc", testServiceDisruptorGrpc},
 		{"NetworkFault", testNetworkFault},
+		{"TCPFault", testTCPFault},
 		{"Refusals", testRefusals},
 		{"CancelMidFault", testCancelMidFault},
 		{"K6Library", testK6Library},
@@ -645,5 +646,41 @@ export default function () {
 	}
 	if err := <-done; err != nil {
 		t.Fatalf("script: %v", err)
+	}
+}
+
+// testTCPFault: a tcp fault through the gateway, on the port a Service
+// names (the solo pod's "web"): HTTP answers are late by the downstream
+// latency while it lasts, and direct after.
+func testTCPFault(t *testing.T, e *env) {
+	ip := e.pods(t, "app=solo")[0].Status.PodIP
+	ch := make(chan injectResult, 1)
+	go func() {
+		resp, err := e.gw.InjectTcp(context.Background(), &pb.InjectTcpRequest{
+			Targets:  pods("shop", map[string]string{"app": "solo"}),
+			Duration: dur(4 * time.Second),
+			PortName: "web",
+			Fault:    &pb.TcpFault{Downstream: []*pb.Toxic{{Kind: &pb.Toxic_Latency{Latency: &pb.LatencyToxic{Latency: dur(300 * time.Millisecond)}}}}},
+		})
+		ch <- injectResult{resp, err}
+	}()
+	slow := false
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline) && !slow; time.Sleep(20 * time.Millisecond) {
+		start := time.Now()
+		slow = e.get(ip) == 200 && time.Since(start) >= 300*time.Millisecond
+	}
+	if !slow {
+		t.Error("no answer was late by the 300ms downstream latency")
+	}
+	r := <-ch
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if c := r.resp.GetTotal(); c.GetTcpConnections() == 0 || c.GetTcpConnectionsToxic() != c.GetTcpConnections() || c.GetBytesDownstream() == 0 {
+		t.Errorf("total %v", c)
+	}
+	start := time.Now()
+	if code := e.get(ip); code != 200 || time.Since(start) > 200*time.Millisecond {
+		t.Errorf("after the fault: %d in %s, want a direct 200", code, time.Since(start))
 	}
 }

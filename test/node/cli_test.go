@@ -60,6 +60,12 @@ func TestCLIErrors(t *testing.T) {
 		{"unknown command", []string{"explode"}, 2, "unknown command"},
 		{"host netns", []string{"inject", "http", "--socket", nd.socket, "--netns", "/proc/self/ns/net", "--port", "8080", "--duration", "5s"}, 1, "host's network namespace"},
 		{"fifo as netns", []string{"inject", "http", "--socket", nd.socket, "--netns", fifo, "--port", "8080", "--duration", "5s"}, 2, "is not a network namespace"},
+		{"tcp without toxic", []string{"inject", "tcp", "--socket", nd.socket, "--netns", nd.pod.Path, "--port", "6379", "--duration", "5s"}, 2, "give at least one --toxic"},
+		{"tcp unknown toxic", []string{"inject", "tcp", "--socket", nd.socket, "--netns", nd.pod.Path, "--port", "6379", "--duration", "5s", "--toxic", "downstream:teleport=1"}, 2, `unknown toxic "teleport"`},
+		{"tcp bad direction", []string{"inject", "tcp", "--socket", nd.socket, "--netns", nd.pod.Path, "--port", "6379", "--duration", "5s", "--toxic", "sideways:latency=1ms"}, 2, "must start with upstream: or downstream:"},
+		{"tcp zero bandwidth", []string{"inject", "tcp", "--socket", nd.socket, "--netns", nd.pod.Path, "--port", "6379", "--duration", "5s", "--toxic", "downstream:bandwidth=0"}, 2, "downstream[0].bandwidth.rate must be a positive number"},
+		{"tcp negative timeout", []string{"inject", "tcp", "--socket", nd.socket, "--netns", nd.pod.Path, "--port", "6379", "--duration", "5s", "--toxic", "upstream:timeout=-1s"}, 2, "upstream[0].timeout.timeout must not be negative"},
+		{"tcp stray key", []string{"inject", "tcp", "--socket", nd.socket, "--netns", nd.pod.Path, "--port", "6379", "--duration", "5s", "--toxic", "upstream:latency=5ms,rate=3"}, 2, `latency takes no "rate"`},
 		{"bad log level", []string{"run", "--local", "--log-level", "loud", "--", "true"}, 2, `invalid argument "loud" for "--log-level"`},
 		{"bad log format", []string{"run", "--local", "--log-format", "yaml", "--", "true"}, 2, `--log-format: must be text or json, got "yaml"`},
 	} {

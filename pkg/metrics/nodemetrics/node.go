@@ -17,6 +17,7 @@ package nodemetrics
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -159,20 +160,29 @@ var (
 	// counterDescs are the faults' counters; network ones are exposed for
 	// network faults, the others for proxy faults (a zero then means "none
 	// yet", not "does not apply").
+	proxied = []fault.Kind{fault.KindHTTP, fault.KindGRPC}
+	network = []fault.Kind{fault.KindNetwork}
+	tcp     = []fault.Kind{fault.KindTCP}
+
 	counterDescs = []struct {
-		d       *prometheus.Desc
-		network bool
-		get     func(engine.Counters) uint64
+		d     *prometheus.Desc
+		kinds []fault.Kind // the kinds that have the series
+		get   func(engine.Counters) uint64
 	}{
-		{desc("faultline_fault_requests_total", "Requests the fault's proxy saw.", faultLabels...), false, func(c engine.Counters) uint64 { return c.Requests }},
-		{desc("faultline_fault_requests_matched_total", "Requests the fault's rule matched (not excluded, within its paths, methods and headers).", faultLabels...), false, func(c engine.Counters) uint64 { return c.Requests - c.Unmatched }},
-		{desc("faultline_fault_requests_delayed_total", "Requests given a delay (answered ones included).", faultLabels...), false, func(c engine.Counters) uint64 { return c.Delayed }},
-		{desc("faultline_fault_requests_errored_total", "Requests answered with the fault's error.", faultLabels...), false, func(c engine.Counters) uint64 { return c.Errored }},
-		{desc("faultline_fault_upstream_errors_total", "Requests answered 502 because the application could not be reached.", faultLabels...), false, func(c engine.Counters) uint64 { return c.UpstreamErrors }},
-		{desc("faultline_fault_connections_reset_total", "Established connections reset at the fault's start.", faultLabels...), false, func(c engine.Counters) uint64 { return c.ConnectionsReset }},
-		{desc("faultline_fault_packets_seen_total", "Network faults: inbound packets matching the port and protocol.", faultLabels...), true, func(c engine.Counters) uint64 { return c.PacketsSeen }},
-		{desc("faultline_fault_packets_dropped_total", "Network faults: packets dropped.", faultLabels...), true, func(c engine.Counters) uint64 { return c.PacketsDropped }},
-		{desc("faultline_fault_connections_refused_total", "Network faults: new TCP connections refused.", faultLabels...), true, func(c engine.Counters) uint64 { return c.ConnectionsRefused }},
+		{desc("faultline_fault_requests_total", "Requests the fault's proxy saw.", faultLabels...), proxied, func(c engine.Counters) uint64 { return c.Requests }},
+		{desc("faultline_fault_requests_matched_total", "Requests the fault's rule matched (not excluded, within its paths, methods and headers).", faultLabels...), proxied, func(c engine.Counters) uint64 { return c.Requests - c.Unmatched }},
+		{desc("faultline_fault_requests_delayed_total", "Requests given a delay (answered ones included).", faultLabels...), proxied, func(c engine.Counters) uint64 { return c.Delayed }},
+		{desc("faultline_fault_requests_errored_total", "Requests answered with the fault's error.", faultLabels...), proxied, func(c engine.Counters) uint64 { return c.Errored }},
+		{desc("faultline_fault_upstream_errors_total", "Requests answered 502 because the application could not be reached.", faultLabels...), proxied, func(c engine.Counters) uint64 { return c.UpstreamErrors }},
+		{desc("faultline_fault_connections_reset_total", "Established connections reset at the fault's start.", faultLabels...), []fault.Kind{fault.KindHTTP, fault.KindGRPC, fault.KindTCP}, func(c engine.Counters) uint64 { return c.ConnectionsReset }},
+		{desc("faultline_fault_packets_seen_total", "Network faults: inbound packets matching the port and protocol.", faultLabels...), network, func(c engine.Counters) uint64 { return c.PacketsSeen }},
+		{desc("faultline_fault_packets_dropped_total", "Network faults: packets dropped.", faultLabels...), network, func(c engine.Counters) uint64 { return c.PacketsDropped }},
+		{desc("faultline_fault_connections_refused_total", "Network faults: new TCP connections refused.", faultLabels...), network, func(c engine.Counters) uint64 { return c.ConnectionsRefused }},
+		{desc("faultline_fault_tcp_connections_total", "TCP faults: connections relayed.", faultLabels...), tcp, func(c engine.Counters) uint64 { return c.TCP.Connections }},
+		{desc("faultline_fault_tcp_connections_toxic_total", "TCP faults: connections at least one toxic applied to.", faultLabels...), tcp, func(c engine.Counters) uint64 { return c.TCP.Toxic }},
+		{desc("faultline_fault_tcp_connections_cut_total", "TCP faults: connections a toxic closed or reset.", faultLabels...), tcp, func(c engine.Counters) uint64 { return c.TCP.Cut }},
+		{desc("faultline_fault_tcp_bytes_upstream_total", "TCP faults: bytes relayed from clients to the application (a direction without toxics counts when it ends).", faultLabels...), tcp, func(c engine.Counters) uint64 { return c.TCP.BytesUp }},
+		{desc("faultline_fault_tcp_bytes_downstream_total", "TCP faults: bytes relayed from the application to clients.", faultLabels...), tcp, func(c engine.Counters) uint64 { return c.TCP.BytesDown }},
 	}
 )
 
@@ -224,7 +234,7 @@ func (n *Node) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descState, prometheus.GaugeValue, 1, append(lv, state, st.Claim.String())...)
 		ch <- prometheus.MustNewConstMetric(descLinks, prometheus.GaugeValue, float64(st.Links), lv...)
 		for _, c := range counterDescs {
-			if c.network == (st.Kind == fault.KindNetwork) {
+			if slices.Contains(c.kinds, st.Kind) {
 				v := c.get(st.Counters)
 				ch <- prometheus.MustNewConstMetric(c.d, prometheus.CounterValue, float64(v), lv...)
 			}

@@ -710,6 +710,76 @@ func (x *InjectNetworkRequest) GetFault() *NetworkFault {
 	return nil
 }
 
+type InjectTcpRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Targets  *TargetSet             `protobuf:"bytes,1,opt,name=targets,proto3" json:"targets,omitempty"`
+	Duration *durationpb.Duration   `protobuf:"bytes,2,opt,name=duration,proto3" json:"duration,omitempty"`
+	// fault.port is the target port; 0 means the service's only port.
+	Fault *TcpFault `protobuf:"bytes,3,opt,name=fault,proto3" json:"fault,omitempty"`
+	// A named port, instead of fault.port (Kubernetes targets).
+	PortName      string `protobuf:"bytes,4,opt,name=port_name,json=portName,proto3" json:"port_name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InjectTcpRequest) Reset() {
+	*x = InjectTcpRequest{}
+	mi := &file_faultline_v1_gateway_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InjectTcpRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InjectTcpRequest) ProtoMessage() {}
+
+func (x *InjectTcpRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_faultline_v1_gateway_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InjectTcpRequest.ProtoReflect.Descriptor instead.
+func (*InjectTcpRequest) Descriptor() ([]byte, []int) {
+	return file_faultline_v1_gateway_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *InjectTcpRequest) GetTargets() *TargetSet {
+	if x != nil {
+		return x.Targets
+	}
+	return nil
+}
+
+func (x *InjectTcpRequest) GetDuration() *durationpb.Duration {
+	if x != nil {
+		return x.Duration
+	}
+	return nil
+}
+
+func (x *InjectTcpRequest) GetFault() *TcpFault {
+	if x != nil {
+		return x.Fault
+	}
+	return nil
+}
+
+func (x *InjectTcpRequest) GetPortName() string {
+	if x != nil {
+		return x.PortName
+	}
+	return ""
+}
+
 type TargetResult struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Target        *TargetInfo            `protobuf:"bytes,1,opt,name=target,proto3" json:"target,omitempty"`
@@ -720,7 +790,7 @@ type TargetResult struct {
 
 func (x *TargetResult) Reset() {
 	*x = TargetResult{}
-	mi := &file_faultline_v1_gateway_proto_msgTypes[11]
+	mi := &file_faultline_v1_gateway_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -732,7 +802,7 @@ func (x *TargetResult) String() string {
 func (*TargetResult) ProtoMessage() {}
 
 func (x *TargetResult) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_gateway_proto_msgTypes[11]
+	mi := &file_faultline_v1_gateway_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -745,7 +815,7 @@ func (x *TargetResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TargetResult.ProtoReflect.Descriptor instead.
 func (*TargetResult) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_gateway_proto_rawDescGZIP(), []int{11}
+	return file_faultline_v1_gateway_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TargetResult) GetTarget() *TargetInfo {
@@ -779,7 +849,7 @@ type GatewayInjectResponse struct {
 
 func (x *GatewayInjectResponse) Reset() {
 	*x = GatewayInjectResponse{}
-	mi := &file_faultline_v1_gateway_proto_msgTypes[12]
+	mi := &file_faultline_v1_gateway_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -791,7 +861,7 @@ func (x *GatewayInjectResponse) String() string {
 func (*GatewayInjectResponse) ProtoMessage() {}
 
 func (x *GatewayInjectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_gateway_proto_msgTypes[12]
+	mi := &file_faultline_v1_gateway_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -804,7 +874,7 @@ func (x *GatewayInjectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GatewayInjectResponse.ProtoReflect.Descriptor instead.
 func (*GatewayInjectResponse) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_gateway_proto_rawDescGZIP(), []int{12}
+	return file_faultline_v1_gateway_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GatewayInjectResponse) GetTargets() []*TargetResult {
@@ -855,7 +925,7 @@ type TerminatePodsRequest struct {
 
 func (x *TerminatePodsRequest) Reset() {
 	*x = TerminatePodsRequest{}
-	mi := &file_faultline_v1_gateway_proto_msgTypes[13]
+	mi := &file_faultline_v1_gateway_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -867,7 +937,7 @@ func (x *TerminatePodsRequest) String() string {
 func (*TerminatePodsRequest) ProtoMessage() {}
 
 func (x *TerminatePodsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_gateway_proto_msgTypes[13]
+	mi := &file_faultline_v1_gateway_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -880,7 +950,7 @@ func (x *TerminatePodsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TerminatePodsRequest.ProtoReflect.Descriptor instead.
 func (*TerminatePodsRequest) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_gateway_proto_rawDescGZIP(), []int{13}
+	return file_faultline_v1_gateway_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *TerminatePodsRequest) GetTargets() *TargetSet {
@@ -913,7 +983,7 @@ type TerminatePodsResponse struct {
 
 func (x *TerminatePodsResponse) Reset() {
 	*x = TerminatePodsResponse{}
-	mi := &file_faultline_v1_gateway_proto_msgTypes[14]
+	mi := &file_faultline_v1_gateway_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -925,7 +995,7 @@ func (x *TerminatePodsResponse) String() string {
 func (*TerminatePodsResponse) ProtoMessage() {}
 
 func (x *TerminatePodsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_gateway_proto_msgTypes[14]
+	mi := &file_faultline_v1_gateway_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -938,7 +1008,7 @@ func (x *TerminatePodsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TerminatePodsResponse.ProtoReflect.Descriptor instead.
 func (*TerminatePodsResponse) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_gateway_proto_rawDescGZIP(), []int{14}
+	return file_faultline_v1_gateway_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *TerminatePodsResponse) GetTerminated() []string {
@@ -958,7 +1028,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_faultline_v1_gateway_proto_msgTypes[15]
+	mi := &file_faultline_v1_gateway_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -970,7 +1040,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_gateway_proto_msgTypes[15]
+	mi := &file_faultline_v1_gateway_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -983,7 +1053,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_gateway_proto_rawDescGZIP(), []int{15}
+	return file_faultline_v1_gateway_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *StatusRequest) GetTargets() *TargetSet {
@@ -1011,7 +1081,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_faultline_v1_gateway_proto_msgTypes[16]
+	mi := &file_faultline_v1_gateway_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1023,7 +1093,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_gateway_proto_msgTypes[16]
+	mi := &file_faultline_v1_gateway_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1036,7 +1106,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_gateway_proto_rawDescGZIP(), []int{16}
+	return file_faultline_v1_gateway_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StatusResponse) GetFaults() []*TargetResult {
@@ -1122,7 +1192,12 @@ const file_faultline_v1_gateway_proto_rawDesc = "" +
 	"\x14InjectNetworkRequest\x121\n" +
 	"\atargets\x18\x01 \x01(\v2\x17.faultline.v1.TargetSetR\atargets\x125\n" +
 	"\bduration\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\bduration\x120\n" +
-	"\x05fault\x18\x03 \x01(\v2\x1a.faultline.v1.NetworkFaultR\x05fault\"q\n" +
+	"\x05fault\x18\x03 \x01(\v2\x1a.faultline.v1.NetworkFaultR\x05fault\"\xc7\x01\n" +
+	"\x10InjectTcpRequest\x121\n" +
+	"\atargets\x18\x01 \x01(\v2\x17.faultline.v1.TargetSetR\atargets\x125\n" +
+	"\bduration\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12,\n" +
+	"\x05fault\x18\x03 \x01(\v2\x16.faultline.v1.TcpFaultR\x05fault\x12\x1b\n" +
+	"\tport_name\x18\x04 \x01(\tR\bportName\"q\n" +
 	"\fTargetResult\x120\n" +
 	"\x06target\x18\x01 \x01(\v2\x18.faultline.v1.TargetInfoR\x06target\x12/\n" +
 	"\x05fault\x18\x02 \x01(\v2\x19.faultline.v1.FaultStatusR\x05fault\"\xe9\x01\n" +
@@ -1147,14 +1222,15 @@ const file_faultline_v1_gateway_proto_rawDesc = "" +
 	"\x06faults\x18\x01 \x03(\v2\x1a.faultline.v1.TargetResultR\x06faults\x12,\n" +
 	"\x05total\x18\x02 \x01(\v2\x16.faultline.v1.CountersR\x05total\x12 \n" +
 	"\vunreachable\x18\x03 \x03(\tR\vunreachable\x12\x14\n" +
-	"\x05notes\x18\x04 \x03(\tR\x05notes2\xf2\x03\n" +
+	"\x05notes\x18\x04 \x03(\tR\x05notes2\xc4\x04\n" +
 	"\aGateway\x12F\n" +
 	"\aTargets\x12\x1c.faultline.v1.TargetsRequest\x1a\x1d.faultline.v1.TargetsResponse\x12R\n" +
 	"\n" +
 	"InjectHTTP\x12\x1f.faultline.v1.InjectHTTPRequest\x1a#.faultline.v1.GatewayInjectResponse\x12R\n" +
 	"\n" +
 	"InjectGrpc\x12\x1f.faultline.v1.InjectGrpcRequest\x1a#.faultline.v1.GatewayInjectResponse\x12X\n" +
-	"\rInjectNetwork\x12\".faultline.v1.InjectNetworkRequest\x1a#.faultline.v1.GatewayInjectResponse\x12X\n" +
+	"\rInjectNetwork\x12\".faultline.v1.InjectNetworkRequest\x1a#.faultline.v1.GatewayInjectResponse\x12P\n" +
+	"\tInjectTcp\x12\x1e.faultline.v1.InjectTcpRequest\x1a#.faultline.v1.GatewayInjectResponse\x12X\n" +
 	"\rTerminatePods\x12\".faultline.v1.TerminatePodsRequest\x1a#.faultline.v1.TerminatePodsResponse\x12C\n" +
 	"\x06Status\x12\x1b.faultline.v1.StatusRequest\x1a\x1c.faultline.v1.StatusResponseBCZAgithub.com/faultline-dev/faultline/proto/faultline/v1;faultlinev1b\x06proto3"
 
@@ -1170,7 +1246,7 @@ func file_faultline_v1_gateway_proto_rawDescGZIP() []byte {
 	return file_faultline_v1_gateway_proto_rawDescData
 }
 
-var file_faultline_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_faultline_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_faultline_v1_gateway_proto_goTypes = []any{
 	(*LabelSet)(nil),              // 0: faultline.v1.LabelSet
 	(*PodSelector)(nil),           // 1: faultline.v1.PodSelector
@@ -1183,69 +1259,76 @@ var file_faultline_v1_gateway_proto_goTypes = []any{
 	(*InjectHTTPRequest)(nil),     // 8: faultline.v1.InjectHTTPRequest
 	(*InjectGrpcRequest)(nil),     // 9: faultline.v1.InjectGrpcRequest
 	(*InjectNetworkRequest)(nil),  // 10: faultline.v1.InjectNetworkRequest
-	(*TargetResult)(nil),          // 11: faultline.v1.TargetResult
-	(*GatewayInjectResponse)(nil), // 12: faultline.v1.GatewayInjectResponse
-	(*TerminatePodsRequest)(nil),  // 13: faultline.v1.TerminatePodsRequest
-	(*TerminatePodsResponse)(nil), // 14: faultline.v1.TerminatePodsResponse
-	(*StatusRequest)(nil),         // 15: faultline.v1.StatusRequest
-	(*StatusResponse)(nil),        // 16: faultline.v1.StatusResponse
-	nil,                           // 17: faultline.v1.LabelSet.LabelsEntry
-	nil,                           // 18: faultline.v1.TargetInfo.LabelsEntry
-	(*Target)(nil),                // 19: faultline.v1.Target
-	(*durationpb.Duration)(nil),   // 20: google.protobuf.Duration
-	(*HTTPFault)(nil),             // 21: faultline.v1.HTTPFault
-	(*GrpcFault)(nil),             // 22: faultline.v1.GrpcFault
-	(*NetworkFault)(nil),          // 23: faultline.v1.NetworkFault
-	(*FaultStatus)(nil),           // 24: faultline.v1.FaultStatus
-	(*Counters)(nil),              // 25: faultline.v1.Counters
+	(*InjectTcpRequest)(nil),      // 11: faultline.v1.InjectTcpRequest
+	(*TargetResult)(nil),          // 12: faultline.v1.TargetResult
+	(*GatewayInjectResponse)(nil), // 13: faultline.v1.GatewayInjectResponse
+	(*TerminatePodsRequest)(nil),  // 14: faultline.v1.TerminatePodsRequest
+	(*TerminatePodsResponse)(nil), // 15: faultline.v1.TerminatePodsResponse
+	(*StatusRequest)(nil),         // 16: faultline.v1.StatusRequest
+	(*StatusResponse)(nil),        // 17: faultline.v1.StatusResponse
+	nil,                           // 18: faultline.v1.LabelSet.LabelsEntry
+	nil,                           // 19: faultline.v1.TargetInfo.LabelsEntry
+	(*Target)(nil),                // 20: faultline.v1.Target
+	(*durationpb.Duration)(nil),   // 21: google.protobuf.Duration
+	(*HTTPFault)(nil),             // 22: faultline.v1.HTTPFault
+	(*GrpcFault)(nil),             // 23: faultline.v1.GrpcFault
+	(*NetworkFault)(nil),          // 24: faultline.v1.NetworkFault
+	(*TcpFault)(nil),              // 25: faultline.v1.TcpFault
+	(*FaultStatus)(nil),           // 26: faultline.v1.FaultStatus
+	(*Counters)(nil),              // 27: faultline.v1.Counters
 }
 var file_faultline_v1_gateway_proto_depIdxs = []int32{
-	17, // 0: faultline.v1.LabelSet.labels:type_name -> faultline.v1.LabelSet.LabelsEntry
+	18, // 0: faultline.v1.LabelSet.labels:type_name -> faultline.v1.LabelSet.LabelsEntry
 	0,  // 1: faultline.v1.PodSelector.select:type_name -> faultline.v1.LabelSet
 	0,  // 2: faultline.v1.PodSelector.exclude:type_name -> faultline.v1.LabelSet
 	1,  // 3: faultline.v1.TargetSet.pods:type_name -> faultline.v1.PodSelector
 	2,  // 4: faultline.v1.TargetSet.service:type_name -> faultline.v1.ServiceRef
-	18, // 5: faultline.v1.TargetInfo.labels:type_name -> faultline.v1.TargetInfo.LabelsEntry
-	19, // 6: faultline.v1.TargetInfo.target:type_name -> faultline.v1.Target
+	19, // 5: faultline.v1.TargetInfo.labels:type_name -> faultline.v1.TargetInfo.LabelsEntry
+	20, // 6: faultline.v1.TargetInfo.target:type_name -> faultline.v1.Target
 	3,  // 7: faultline.v1.TargetsRequest.targets:type_name -> faultline.v1.TargetSet
 	4,  // 8: faultline.v1.TargetsResponse.targets:type_name -> faultline.v1.TargetInfo
 	7,  // 9: faultline.v1.TargetsResponse.skipped:type_name -> faultline.v1.SkippedTarget
 	3,  // 10: faultline.v1.InjectHTTPRequest.targets:type_name -> faultline.v1.TargetSet
-	20, // 11: faultline.v1.InjectHTTPRequest.duration:type_name -> google.protobuf.Duration
-	21, // 12: faultline.v1.InjectHTTPRequest.fault:type_name -> faultline.v1.HTTPFault
+	21, // 11: faultline.v1.InjectHTTPRequest.duration:type_name -> google.protobuf.Duration
+	22, // 12: faultline.v1.InjectHTTPRequest.fault:type_name -> faultline.v1.HTTPFault
 	3,  // 13: faultline.v1.InjectGrpcRequest.targets:type_name -> faultline.v1.TargetSet
-	20, // 14: faultline.v1.InjectGrpcRequest.duration:type_name -> google.protobuf.Duration
-	22, // 15: faultline.v1.InjectGrpcRequest.fault:type_name -> faultline.v1.GrpcFault
+	21, // 14: faultline.v1.InjectGrpcRequest.duration:type_name -> google.protobuf.Duration
+	23, // 15: faultline.v1.InjectGrpcRequest.fault:type_name -> faultline.v1.GrpcFault
 	3,  // 16: faultline.v1.InjectNetworkRequest.targets:type_name -> faultline.v1.TargetSet
-	20, // 17: faultline.v1.InjectNetworkRequest.duration:type_name -> google.protobuf.Duration
-	23, // 18: faultline.v1.InjectNetworkRequest.fault:type_name -> faultline.v1.NetworkFault
-	4,  // 19: faultline.v1.TargetResult.target:type_name -> faultline.v1.TargetInfo
-	24, // 20: faultline.v1.TargetResult.fault:type_name -> faultline.v1.FaultStatus
-	11, // 21: faultline.v1.GatewayInjectResponse.targets:type_name -> faultline.v1.TargetResult
-	25, // 22: faultline.v1.GatewayInjectResponse.total:type_name -> faultline.v1.Counters
-	7,  // 23: faultline.v1.GatewayInjectResponse.skipped:type_name -> faultline.v1.SkippedTarget
-	3,  // 24: faultline.v1.TerminatePodsRequest.targets:type_name -> faultline.v1.TargetSet
-	20, // 25: faultline.v1.TerminatePodsRequest.timeout:type_name -> google.protobuf.Duration
-	3,  // 26: faultline.v1.StatusRequest.targets:type_name -> faultline.v1.TargetSet
-	11, // 27: faultline.v1.StatusResponse.faults:type_name -> faultline.v1.TargetResult
-	25, // 28: faultline.v1.StatusResponse.total:type_name -> faultline.v1.Counters
-	5,  // 29: faultline.v1.Gateway.Targets:input_type -> faultline.v1.TargetsRequest
-	8,  // 30: faultline.v1.Gateway.InjectHTTP:input_type -> faultline.v1.InjectHTTPRequest
-	9,  // 31: faultline.v1.Gateway.InjectGrpc:input_type -> faultline.v1.InjectGrpcRequest
-	10, // 32: faultline.v1.Gateway.InjectNetwork:input_type -> faultline.v1.InjectNetworkRequest
-	13, // 33: faultline.v1.Gateway.TerminatePods:input_type -> faultline.v1.TerminatePodsRequest
-	15, // 34: faultline.v1.Gateway.Status:input_type -> faultline.v1.StatusRequest
-	6,  // 35: faultline.v1.Gateway.Targets:output_type -> faultline.v1.TargetsResponse
-	12, // 36: faultline.v1.Gateway.InjectHTTP:output_type -> faultline.v1.GatewayInjectResponse
-	12, // 37: faultline.v1.Gateway.InjectGrpc:output_type -> faultline.v1.GatewayInjectResponse
-	12, // 38: faultline.v1.Gateway.InjectNetwork:output_type -> faultline.v1.GatewayInjectResponse
-	14, // 39: faultline.v1.Gateway.TerminatePods:output_type -> faultline.v1.TerminatePodsResponse
-	16, // 40: faultline.v1.Gateway.Status:output_type -> faultline.v1.StatusResponse
-	35, // [35:41] is the sub-list for method output_type
-	29, // [29:35] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	21, // 17: faultline.v1.InjectNetworkRequest.duration:type_name -> google.protobuf.Duration
+	24, // 18: faultline.v1.InjectNetworkRequest.fault:type_name -> faultline.v1.NetworkFault
+	3,  // 19: faultline.v1.InjectTcpRequest.targets:type_name -> faultline.v1.TargetSet
+	21, // 20: faultline.v1.InjectTcpRequest.duration:type_name -> google.protobuf.Duration
+	25, // 21: faultline.v1.InjectTcpRequest.fault:type_name -> faultline.v1.TcpFault
+	4,  // 22: faultline.v1.TargetResult.target:type_name -> faultline.v1.TargetInfo
+	26, // 23: faultline.v1.TargetResult.fault:type_name -> faultline.v1.FaultStatus
+	12, // 24: faultline.v1.GatewayInjectResponse.targets:type_name -> faultline.v1.TargetResult
+	27, // 25: faultline.v1.GatewayInjectResponse.total:type_name -> faultline.v1.Counters
+	7,  // 26: faultline.v1.GatewayInjectResponse.skipped:type_name -> faultline.v1.SkippedTarget
+	3,  // 27: faultline.v1.TerminatePodsRequest.targets:type_name -> faultline.v1.TargetSet
+	21, // 28: faultline.v1.TerminatePodsRequest.timeout:type_name -> google.protobuf.Duration
+	3,  // 29: faultline.v1.StatusRequest.targets:type_name -> faultline.v1.TargetSet
+	12, // 30: faultline.v1.StatusResponse.faults:type_name -> faultline.v1.TargetResult
+	27, // 31: faultline.v1.StatusResponse.total:type_name -> faultline.v1.Counters
+	5,  // 32: faultline.v1.Gateway.Targets:input_type -> faultline.v1.TargetsRequest
+	8,  // 33: faultline.v1.Gateway.InjectHTTP:input_type -> faultline.v1.InjectHTTPRequest
+	9,  // 34: faultline.v1.Gateway.InjectGrpc:input_type -> faultline.v1.InjectGrpcRequest
+	10, // 35: faultline.v1.Gateway.InjectNetwork:input_type -> faultline.v1.InjectNetworkRequest
+	11, // 36: faultline.v1.Gateway.InjectTcp:input_type -> faultline.v1.InjectTcpRequest
+	14, // 37: faultline.v1.Gateway.TerminatePods:input_type -> faultline.v1.TerminatePodsRequest
+	16, // 38: faultline.v1.Gateway.Status:input_type -> faultline.v1.StatusRequest
+	6,  // 39: faultline.v1.Gateway.Targets:output_type -> faultline.v1.TargetsResponse
+	13, // 40: faultline.v1.Gateway.InjectHTTP:output_type -> faultline.v1.GatewayInjectResponse
+	13, // 41: faultline.v1.Gateway.InjectGrpc:output_type -> faultline.v1.GatewayInjectResponse
+	13, // 42: faultline.v1.Gateway.InjectNetwork:output_type -> faultline.v1.GatewayInjectResponse
+	13, // 43: faultline.v1.Gateway.InjectTcp:output_type -> faultline.v1.GatewayInjectResponse
+	15, // 44: faultline.v1.Gateway.TerminatePods:output_type -> faultline.v1.TerminatePodsResponse
+	17, // 45: faultline.v1.Gateway.Status:output_type -> faultline.v1.StatusResponse
+	39, // [39:46] is the sub-list for method output_type
+	32, // [32:39] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_faultline_v1_gateway_proto_init() }
@@ -1264,7 +1347,7 @@ func file_faultline_v1_gateway_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_faultline_v1_gateway_proto_rawDesc), len(file_faultline_v1_gateway_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -23,6 +23,7 @@ const (
 	Gateway_InjectHTTP_FullMethodName    = "/faultline.v1.Gateway/InjectHTTP"
 	Gateway_InjectGrpc_FullMethodName    = "/faultline.v1.Gateway/InjectGrpc"
 	Gateway_InjectNetwork_FullMethodName = "/faultline.v1.Gateway/InjectNetwork"
+	Gateway_InjectTcp_FullMethodName     = "/faultline.v1.Gateway/InjectTcp"
 	Gateway_TerminatePods_FullMethodName = "/faultline.v1.Gateway/TerminatePods"
 	Gateway_Status_FullMethodName        = "/faultline.v1.Gateway/Status"
 )
@@ -51,6 +52,8 @@ type GatewayClient interface {
 	InjectHTTP(ctx context.Context, in *InjectHTTPRequest, opts ...grpc.CallOption) (*GatewayInjectResponse, error)
 	InjectGrpc(ctx context.Context, in *InjectGrpcRequest, opts ...grpc.CallOption) (*GatewayInjectResponse, error)
 	InjectNetwork(ctx context.Context, in *InjectNetworkRequest, opts ...grpc.CallOption) (*GatewayInjectResponse, error)
+	// InjectTcp applies toxics to the bytes of any TCP port (see TcpFault).
+	InjectTcp(ctx context.Context, in *InjectTcpRequest, opts ...grpc.CallOption) (*GatewayInjectResponse, error)
 	// TerminatePods stops `count` targets chosen at random and returns them.
 	TerminatePods(ctx context.Context, in *TerminatePodsRequest, opts ...grpc.CallOption) (*TerminatePodsResponse, error)
 	// Status lists the faults running now with their live counters and
@@ -108,6 +111,16 @@ func (c *gatewayClient) InjectNetwork(ctx context.Context, in *InjectNetworkRequ
 	return out, nil
 }
 
+func (c *gatewayClient) InjectTcp(ctx context.Context, in *InjectTcpRequest, opts ...grpc.CallOption) (*GatewayInjectResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GatewayInjectResponse)
+	err := c.cc.Invoke(ctx, Gateway_InjectTcp_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *gatewayClient) TerminatePods(ctx context.Context, in *TerminatePodsRequest, opts ...grpc.CallOption) (*TerminatePodsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(TerminatePodsResponse)
@@ -152,6 +165,8 @@ type GatewayServer interface {
 	InjectHTTP(context.Context, *InjectHTTPRequest) (*GatewayInjectResponse, error)
 	InjectGrpc(context.Context, *InjectGrpcRequest) (*GatewayInjectResponse, error)
 	InjectNetwork(context.Context, *InjectNetworkRequest) (*GatewayInjectResponse, error)
+	// InjectTcp applies toxics to the bytes of any TCP port (see TcpFault).
+	InjectTcp(context.Context, *InjectTcpRequest) (*GatewayInjectResponse, error)
 	// TerminatePods stops `count` targets chosen at random and returns them.
 	TerminatePods(context.Context, *TerminatePodsRequest) (*TerminatePodsResponse, error)
 	// Status lists the faults running now with their live counters and
@@ -180,6 +195,9 @@ func (UnimplementedGatewayServer) InjectGrpc(context.Context, *InjectGrpcRequest
 }
 func (UnimplementedGatewayServer) InjectNetwork(context.Context, *InjectNetworkRequest) (*GatewayInjectResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method InjectNetwork not implemented")
+}
+func (UnimplementedGatewayServer) InjectTcp(context.Context, *InjectTcpRequest) (*GatewayInjectResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method InjectTcp not implemented")
 }
 func (UnimplementedGatewayServer) TerminatePods(context.Context, *TerminatePodsRequest) (*TerminatePodsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method TerminatePods not implemented")
@@ -280,6 +298,24 @@ func _Gateway_InjectNetwork_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Gateway_InjectTcp_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(InjectTcpRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GatewayServer).InjectTcp(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Gateway_InjectTcp_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GatewayServer).InjectTcp(ctx, req.(*InjectTcpRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Gateway_TerminatePods_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(TerminatePodsRequest)
 	if err := dec(in); err != nil {
@@ -338,6 +374,10 @@ var Gateway_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "InjectNetwork",
 			Handler:    _Gateway_InjectNetwork_Handler,
+		},
+		{
+			MethodName: "InjectTcp",
+			Handler:    _Gateway_InjectTcp_Handler,
 		},
 		{
 			MethodName: "TerminatePods",

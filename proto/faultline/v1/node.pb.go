@@ -310,6 +310,7 @@ type InjectRequest struct {
 	//	*InjectRequest_Http
 	//	*InjectRequest_Grpc
 	//	*InjectRequest_Network
+	//	*InjectRequest_Tcp
 	Fault         isInjectRequest_Fault `protobuf_oneof:"fault"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -400,6 +401,15 @@ func (x *InjectRequest) GetNetwork() *NetworkFault {
 	return nil
 }
 
+func (x *InjectRequest) GetTcp() *TcpFault {
+	if x != nil {
+		if x, ok := x.Fault.(*InjectRequest_Tcp); ok {
+			return x.Tcp
+		}
+	}
+	return nil
+}
+
 type isInjectRequest_Fault interface {
 	isInjectRequest_Fault()
 }
@@ -416,11 +426,17 @@ type InjectRequest_Network struct {
 	Network *NetworkFault `protobuf:"bytes,12,opt,name=network,proto3,oneof"`
 }
 
+type InjectRequest_Tcp struct {
+	Tcp *TcpFault `protobuf:"bytes,13,opt,name=tcp,proto3,oneof"`
+}
+
 func (*InjectRequest_Http) isInjectRequest_Fault() {}
 
 func (*InjectRequest_Grpc) isInjectRequest_Fault() {}
 
 func (*InjectRequest_Network) isInjectRequest_Fault() {}
+
+func (*InjectRequest_Tcp) isInjectRequest_Fault() {}
 
 // HTTPFault delays or fails HTTP/1.1 requests to a port. Field meanings
 // follow xk6-disruptor's HTTPFault; the rest are faultline's additions.
@@ -898,6 +914,591 @@ func (x *NetworkFault) GetResetRate() float64 {
 	return 0
 }
 
+// TcpFault applies Toxiproxy-style toxics to the bytes of any TCP port
+// (databases, caches, TLS services: the bytes are not parsed), through the
+// relay faultlined opens in the target's namespace. Upstream toxics act on
+// what clients send, downstream ones on what the application sends back;
+// each kind of toxic at most once per direction, and they combine. A direction without a
+// toxic is relayed by the kernel (splice), not copied through user space.
+type TcpFault struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Port          uint32                 `protobuf:"varint,1,opt,name=port,proto3" json:"port,omitempty"`
+	Upstream      []*Toxic               `protobuf:"bytes,2,rep,name=upstream,proto3" json:"upstream,omitempty"`
+	Downstream    []*Toxic               `protobuf:"bytes,3,rep,name=downstream,proto3" json:"downstream,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TcpFault) Reset() {
+	*x = TcpFault{}
+	mi := &file_faultline_v1_node_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TcpFault) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TcpFault) ProtoMessage() {}
+
+func (x *TcpFault) ProtoReflect() protoreflect.Message {
+	mi := &file_faultline_v1_node_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TcpFault.ProtoReflect.Descriptor instead.
+func (*TcpFault) Descriptor() ([]byte, []int) {
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *TcpFault) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
+func (x *TcpFault) GetUpstream() []*Toxic {
+	if x != nil {
+		return x.Upstream
+	}
+	return nil
+}
+
+func (x *TcpFault) GetDownstream() []*Toxic {
+	if x != nil {
+		return x.Downstream
+	}
+	return nil
+}
+
+// Toxic is one effect on one direction of a connection.
+type Toxic struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Share of connections the toxic applies to, 0-1, drawn per connection
+	// (Toxiproxy's toxicity); unset means 1.
+	Toxicity *float64 `protobuf:"fixed64,1,opt,name=toxicity,proto3,oneof" json:"toxicity,omitempty"`
+	// Types that are valid to be assigned to Kind:
+	//
+	//	*Toxic_Latency
+	//	*Toxic_Bandwidth
+	//	*Toxic_Timeout
+	//	*Toxic_ResetPeer
+	//	*Toxic_SlowClose
+	//	*Toxic_LimitData
+	//	*Toxic_Slicer
+	Kind          isToxic_Kind `protobuf_oneof:"kind"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Toxic) Reset() {
+	*x = Toxic{}
+	mi := &file_faultline_v1_node_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Toxic) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Toxic) ProtoMessage() {}
+
+func (x *Toxic) ProtoReflect() protoreflect.Message {
+	mi := &file_faultline_v1_node_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Toxic.ProtoReflect.Descriptor instead.
+func (*Toxic) Descriptor() ([]byte, []int) {
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Toxic) GetToxicity() float64 {
+	if x != nil && x.Toxicity != nil {
+		return *x.Toxicity
+	}
+	return 0
+}
+
+func (x *Toxic) GetKind() isToxic_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return nil
+}
+
+func (x *Toxic) GetLatency() *LatencyToxic {
+	if x != nil {
+		if x, ok := x.Kind.(*Toxic_Latency); ok {
+			return x.Latency
+		}
+	}
+	return nil
+}
+
+func (x *Toxic) GetBandwidth() *BandwidthToxic {
+	if x != nil {
+		if x, ok := x.Kind.(*Toxic_Bandwidth); ok {
+			return x.Bandwidth
+		}
+	}
+	return nil
+}
+
+func (x *Toxic) GetTimeout() *TimeoutToxic {
+	if x != nil {
+		if x, ok := x.Kind.(*Toxic_Timeout); ok {
+			return x.Timeout
+		}
+	}
+	return nil
+}
+
+func (x *Toxic) GetResetPeer() *ResetPeerToxic {
+	if x != nil {
+		if x, ok := x.Kind.(*Toxic_ResetPeer); ok {
+			return x.ResetPeer
+		}
+	}
+	return nil
+}
+
+func (x *Toxic) GetSlowClose() *SlowCloseToxic {
+	if x != nil {
+		if x, ok := x.Kind.(*Toxic_SlowClose); ok {
+			return x.SlowClose
+		}
+	}
+	return nil
+}
+
+func (x *Toxic) GetLimitData() *LimitDataToxic {
+	if x != nil {
+		if x, ok := x.Kind.(*Toxic_LimitData); ok {
+			return x.LimitData
+		}
+	}
+	return nil
+}
+
+func (x *Toxic) GetSlicer() *SlicerToxic {
+	if x != nil {
+		if x, ok := x.Kind.(*Toxic_Slicer); ok {
+			return x.Slicer
+		}
+	}
+	return nil
+}
+
+type isToxic_Kind interface {
+	isToxic_Kind()
+}
+
+type Toxic_Latency struct {
+	// Delays each chunk by latency ± jitter from when it was read, keeping
+	// order (Toxiproxy latency).
+	Latency *LatencyToxic `protobuf:"bytes,10,opt,name=latency,proto3,oneof"`
+}
+
+type Toxic_Bandwidth struct {
+	// Limits the direction to rate bytes per second (Toxiproxy bandwidth,
+	// which counts KB/s).
+	Bandwidth *BandwidthToxic `protobuf:"bytes,11,opt,name=bandwidth,proto3,oneof"`
+}
+
+type Toxic_Timeout struct {
+	// Delivers nothing more; closes the connection after timeout, or holds
+	// it while the fault lasts when timeout is 0 (Toxiproxy timeout).
+	Timeout *TimeoutToxic `protobuf:"bytes,12,opt,name=timeout,proto3,oneof"`
+}
+
+type Toxic_ResetPeer struct {
+	// Resets the connection (RST to the client) timeout after it opens
+	// (Toxiproxy reset_peer).
+	ResetPeer *ResetPeerToxic `protobuf:"bytes,13,opt,name=reset_peer,json=resetPeer,proto3,oneof"`
+}
+
+type Toxic_SlowClose struct {
+	// Delays the close of the direction (its FIN) by delay (Toxiproxy
+	// slow_close).
+	SlowClose *SlowCloseToxic `protobuf:"bytes,14,opt,name=slow_close,json=slowClose,proto3,oneof"`
+}
+
+type Toxic_LimitData struct {
+	// Closes the connection once bytes have passed in the direction
+	// (Toxiproxy limit_data).
+	LimitData *LimitDataToxic `protobuf:"bytes,15,opt,name=limit_data,json=limitData,proto3,oneof"`
+}
+
+type Toxic_Slicer struct {
+	// Splits the data into writes of average_size ± size_variation bytes,
+	// delay apart (Toxiproxy slicer).
+	Slicer *SlicerToxic `protobuf:"bytes,16,opt,name=slicer,proto3,oneof"`
+}
+
+func (*Toxic_Latency) isToxic_Kind() {}
+
+func (*Toxic_Bandwidth) isToxic_Kind() {}
+
+func (*Toxic_Timeout) isToxic_Kind() {}
+
+func (*Toxic_ResetPeer) isToxic_Kind() {}
+
+func (*Toxic_SlowClose) isToxic_Kind() {}
+
+func (*Toxic_LimitData) isToxic_Kind() {}
+
+func (*Toxic_Slicer) isToxic_Kind() {}
+
+type LatencyToxic struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Latency       *durationpb.Duration   `protobuf:"bytes,1,opt,name=latency,proto3" json:"latency,omitempty"`
+	Jitter        *durationpb.Duration   `protobuf:"bytes,2,opt,name=jitter,proto3" json:"jitter,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LatencyToxic) Reset() {
+	*x = LatencyToxic{}
+	mi := &file_faultline_v1_node_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LatencyToxic) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LatencyToxic) ProtoMessage() {}
+
+func (x *LatencyToxic) ProtoReflect() protoreflect.Message {
+	mi := &file_faultline_v1_node_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LatencyToxic.ProtoReflect.Descriptor instead.
+func (*LatencyToxic) Descriptor() ([]byte, []int) {
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *LatencyToxic) GetLatency() *durationpb.Duration {
+	if x != nil {
+		return x.Latency
+	}
+	return nil
+}
+
+func (x *LatencyToxic) GetJitter() *durationpb.Duration {
+	if x != nil {
+		return x.Jitter
+	}
+	return nil
+}
+
+type BandwidthToxic struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rate          uint64                 `protobuf:"varint,1,opt,name=rate,proto3" json:"rate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BandwidthToxic) Reset() {
+	*x = BandwidthToxic{}
+	mi := &file_faultline_v1_node_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BandwidthToxic) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BandwidthToxic) ProtoMessage() {}
+
+func (x *BandwidthToxic) ProtoReflect() protoreflect.Message {
+	mi := &file_faultline_v1_node_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BandwidthToxic.ProtoReflect.Descriptor instead.
+func (*BandwidthToxic) Descriptor() ([]byte, []int) {
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *BandwidthToxic) GetRate() uint64 {
+	if x != nil {
+		return x.Rate
+	}
+	return 0
+}
+
+type TimeoutToxic struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Timeout       *durationpb.Duration   `protobuf:"bytes,1,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TimeoutToxic) Reset() {
+	*x = TimeoutToxic{}
+	mi := &file_faultline_v1_node_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TimeoutToxic) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TimeoutToxic) ProtoMessage() {}
+
+func (x *TimeoutToxic) ProtoReflect() protoreflect.Message {
+	mi := &file_faultline_v1_node_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TimeoutToxic.ProtoReflect.Descriptor instead.
+func (*TimeoutToxic) Descriptor() ([]byte, []int) {
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *TimeoutToxic) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+type ResetPeerToxic struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Timeout       *durationpb.Duration   `protobuf:"bytes,1,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResetPeerToxic) Reset() {
+	*x = ResetPeerToxic{}
+	mi := &file_faultline_v1_node_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResetPeerToxic) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResetPeerToxic) ProtoMessage() {}
+
+func (x *ResetPeerToxic) ProtoReflect() protoreflect.Message {
+	mi := &file_faultline_v1_node_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResetPeerToxic.ProtoReflect.Descriptor instead.
+func (*ResetPeerToxic) Descriptor() ([]byte, []int) {
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ResetPeerToxic) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+type SlowCloseToxic struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Delay         *durationpb.Duration   `protobuf:"bytes,1,opt,name=delay,proto3" json:"delay,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SlowCloseToxic) Reset() {
+	*x = SlowCloseToxic{}
+	mi := &file_faultline_v1_node_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SlowCloseToxic) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SlowCloseToxic) ProtoMessage() {}
+
+func (x *SlowCloseToxic) ProtoReflect() protoreflect.Message {
+	mi := &file_faultline_v1_node_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SlowCloseToxic.ProtoReflect.Descriptor instead.
+func (*SlowCloseToxic) Descriptor() ([]byte, []int) {
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *SlowCloseToxic) GetDelay() *durationpb.Duration {
+	if x != nil {
+		return x.Delay
+	}
+	return nil
+}
+
+type LimitDataToxic struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Bytes         uint64                 `protobuf:"varint,1,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LimitDataToxic) Reset() {
+	*x = LimitDataToxic{}
+	mi := &file_faultline_v1_node_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LimitDataToxic) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LimitDataToxic) ProtoMessage() {}
+
+func (x *LimitDataToxic) ProtoReflect() protoreflect.Message {
+	mi := &file_faultline_v1_node_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LimitDataToxic.ProtoReflect.Descriptor instead.
+func (*LimitDataToxic) Descriptor() ([]byte, []int) {
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *LimitDataToxic) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+type SlicerToxic struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AverageSize   uint64                 `protobuf:"varint,1,opt,name=average_size,json=averageSize,proto3" json:"average_size,omitempty"`
+	SizeVariation uint64                 `protobuf:"varint,2,opt,name=size_variation,json=sizeVariation,proto3" json:"size_variation,omitempty"`
+	Delay         *durationpb.Duration   `protobuf:"bytes,3,opt,name=delay,proto3" json:"delay,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SlicerToxic) Reset() {
+	*x = SlicerToxic{}
+	mi := &file_faultline_v1_node_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SlicerToxic) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SlicerToxic) ProtoMessage() {}
+
+func (x *SlicerToxic) ProtoReflect() protoreflect.Message {
+	mi := &file_faultline_v1_node_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SlicerToxic.ProtoReflect.Descriptor instead.
+func (*SlicerToxic) Descriptor() ([]byte, []int) {
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *SlicerToxic) GetAverageSize() uint64 {
+	if x != nil {
+		return x.AverageSize
+	}
+	return 0
+}
+
+func (x *SlicerToxic) GetSizeVariation() uint64 {
+	if x != nil {
+		return x.SizeVariation
+	}
+	return 0
+}
+
+func (x *SlicerToxic) GetDelay() *durationpb.Duration {
+	if x != nil {
+		return x.Delay
+	}
+	return nil
+}
+
 type Counters struct {
 	state              protoimpl.MessageState `protogen:"open.v1"`
 	Requests           uint64                 `protobuf:"varint,1,opt,name=requests,proto3" json:"requests,omitempty"`                                               // requests seen
@@ -911,14 +1512,19 @@ type Counters struct {
 	ConnectionsRefused uint64                 `protobuf:"varint,9,opt,name=connections_refused,json=connectionsRefused,proto3" json:"connections_refused,omitempty"` // network: new TCP connections refused (reset_rate)
 	// Targets whose pod was deleted while the fault ran: their fault ended
 	// early and released everything.
-	TargetsDeleted uint64 `protobuf:"varint,10,opt,name=targets_deleted,json=targetsDeleted,proto3" json:"targets_deleted,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	TargetsDeleted      uint64 `protobuf:"varint,10,opt,name=targets_deleted,json=targetsDeleted,proto3" json:"targets_deleted,omitempty"`
+	TcpConnections      uint64 `protobuf:"varint,11,opt,name=tcp_connections,json=tcpConnections,proto3" json:"tcp_connections,omitempty"`                  // tcp: connections relayed
+	TcpConnectionsToxic uint64 `protobuf:"varint,12,opt,name=tcp_connections_toxic,json=tcpConnectionsToxic,proto3" json:"tcp_connections_toxic,omitempty"` // tcp: connections at least one toxic applied to
+	TcpConnectionsCut   uint64 `protobuf:"varint,13,opt,name=tcp_connections_cut,json=tcpConnectionsCut,proto3" json:"tcp_connections_cut,omitempty"`       // tcp: connections a toxic closed or reset
+	BytesUpstream       uint64 `protobuf:"varint,14,opt,name=bytes_upstream,json=bytesUpstream,proto3" json:"bytes_upstream,omitempty"`                     // tcp: bytes relayed client → application
+	BytesDownstream     uint64 `protobuf:"varint,15,opt,name=bytes_downstream,json=bytesDownstream,proto3" json:"bytes_downstream,omitempty"`               // tcp: bytes relayed application → client
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *Counters) Reset() {
 	*x = Counters{}
-	mi := &file_faultline_v1_node_proto_msgTypes[8]
+	mi := &file_faultline_v1_node_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -930,7 +1536,7 @@ func (x *Counters) String() string {
 func (*Counters) ProtoMessage() {}
 
 func (x *Counters) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[8]
+	mi := &file_faultline_v1_node_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -943,7 +1549,7 @@ func (x *Counters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Counters.ProtoReflect.Descriptor instead.
 func (*Counters) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{8}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Counters) GetRequests() uint64 {
@@ -1016,10 +1622,45 @@ func (x *Counters) GetTargetsDeleted() uint64 {
 	return 0
 }
 
+func (x *Counters) GetTcpConnections() uint64 {
+	if x != nil {
+		return x.TcpConnections
+	}
+	return 0
+}
+
+func (x *Counters) GetTcpConnectionsToxic() uint64 {
+	if x != nil {
+		return x.TcpConnectionsToxic
+	}
+	return 0
+}
+
+func (x *Counters) GetTcpConnectionsCut() uint64 {
+	if x != nil {
+		return x.TcpConnectionsCut
+	}
+	return 0
+}
+
+func (x *Counters) GetBytesUpstream() uint64 {
+	if x != nil {
+		return x.BytesUpstream
+	}
+	return 0
+}
+
+func (x *Counters) GetBytesDownstream() uint64 {
+	if x != nil {
+		return x.BytesDownstream
+	}
+	return 0
+}
+
 type FaultStatus struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Id     string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Kind   string                 `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"` // "http", "grpc" or "network"
+	Kind   string                 `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"` // "http", "grpc", "network" or "tcp"
 	Target *Target                `protobuf:"bytes,3,opt,name=target,proto3" json:"target,omitempty"`
 	Port   uint32                 `protobuf:"varint,4,opt,name=port,proto3" json:"port,omitempty"` // 0 for a network fault on all ports
 	// When the fault became active (while STARTING: when it was asked for).
@@ -1037,7 +1678,7 @@ type FaultStatus struct {
 
 func (x *FaultStatus) Reset() {
 	*x = FaultStatus{}
-	mi := &file_faultline_v1_node_proto_msgTypes[9]
+	mi := &file_faultline_v1_node_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1049,7 +1690,7 @@ func (x *FaultStatus) String() string {
 func (*FaultStatus) ProtoMessage() {}
 
 func (x *FaultStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[9]
+	mi := &file_faultline_v1_node_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1062,7 +1703,7 @@ func (x *FaultStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FaultStatus.ProtoReflect.Descriptor instead.
 func (*FaultStatus) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{9}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *FaultStatus) GetId() string {
@@ -1145,7 +1786,7 @@ type InjectResponse struct {
 
 func (x *InjectResponse) Reset() {
 	*x = InjectResponse{}
-	mi := &file_faultline_v1_node_proto_msgTypes[10]
+	mi := &file_faultline_v1_node_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1157,7 +1798,7 @@ func (x *InjectResponse) String() string {
 func (*InjectResponse) ProtoMessage() {}
 
 func (x *InjectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[10]
+	mi := &file_faultline_v1_node_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1170,7 +1811,7 @@ func (x *InjectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InjectResponse.ProtoReflect.Descriptor instead.
 func (*InjectResponse) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{10}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *InjectResponse) GetFault() *FaultStatus {
@@ -1188,7 +1829,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_faultline_v1_node_proto_msgTypes[11]
+	mi := &file_faultline_v1_node_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1200,7 +1841,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[11]
+	mi := &file_faultline_v1_node_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1213,7 +1854,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{11}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{20}
 }
 
 type ListResponse struct {
@@ -1225,7 +1866,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_faultline_v1_node_proto_msgTypes[12]
+	mi := &file_faultline_v1_node_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1237,7 +1878,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[12]
+	mi := &file_faultline_v1_node_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1250,7 +1891,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{12}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListResponse) GetFaults() []*FaultStatus {
@@ -1269,7 +1910,7 @@ type RevokeRequest struct {
 
 func (x *RevokeRequest) Reset() {
 	*x = RevokeRequest{}
-	mi := &file_faultline_v1_node_proto_msgTypes[13]
+	mi := &file_faultline_v1_node_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1281,7 +1922,7 @@ func (x *RevokeRequest) String() string {
 func (*RevokeRequest) ProtoMessage() {}
 
 func (x *RevokeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[13]
+	mi := &file_faultline_v1_node_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1294,7 +1935,7 @@ func (x *RevokeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeRequest.ProtoReflect.Descriptor instead.
 func (*RevokeRequest) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{13}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RevokeRequest) GetId() string {
@@ -1313,7 +1954,7 @@ type RevokeResponse struct {
 
 func (x *RevokeResponse) Reset() {
 	*x = RevokeResponse{}
-	mi := &file_faultline_v1_node_proto_msgTypes[14]
+	mi := &file_faultline_v1_node_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1325,7 +1966,7 @@ func (x *RevokeResponse) String() string {
 func (*RevokeResponse) ProtoMessage() {}
 
 func (x *RevokeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[14]
+	mi := &file_faultline_v1_node_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1338,7 +1979,7 @@ func (x *RevokeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeResponse.ProtoReflect.Descriptor instead.
 func (*RevokeResponse) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{14}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RevokeResponse) GetFault() *FaultStatus {
@@ -1362,7 +2003,7 @@ const file_faultline_v1_node_proto_rawDesc = "" +
 	"\x06PodRef\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x10\n" +
-	"\x03uid\x18\x03 \x01(\tR\x03uid\"\xa3\x02\n" +
+	"\x03uid\x18\x03 \x01(\tR\x03uid\"\xcf\x02\n" +
 	"\rInjectRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12,\n" +
 	"\x06target\x18\x02 \x01(\v2\x14.faultline.v1.TargetR\x06target\x125\n" +
@@ -1370,7 +2011,8 @@ const file_faultline_v1_node_proto_rawDesc = "" +
 	"\x04http\x18\n" +
 	" \x01(\v2\x17.faultline.v1.HTTPFaultH\x00R\x04http\x12-\n" +
 	"\x04grpc\x18\v \x01(\v2\x17.faultline.v1.GrpcFaultH\x00R\x04grpc\x126\n" +
-	"\anetwork\x18\f \x01(\v2\x1a.faultline.v1.NetworkFaultH\x00R\anetworkB\a\n" +
+	"\anetwork\x18\f \x01(\v2\x1a.faultline.v1.NetworkFaultH\x00R\anetwork\x12*\n" +
+	"\x03tcp\x18\r \x01(\v2\x16.faultline.v1.TcpFaultH\x00R\x03tcpB\a\n" +
 	"\x05fault\"\xf0\x04\n" +
 	"\tHTTPFault\x12\x12\n" +
 	"\x04port\x18\x01 \x01(\rR\x04port\x12>\n" +
@@ -1426,7 +2068,45 @@ const file_faultline_v1_node_proto_rawDesc = "" +
 	"\n" +
 	"reset_rate\x18\x04 \x01(\x01R\tresetRateB\f\n" +
 	"\n" +
-	"_drop_rate\"\xf4\x02\n" +
+	"_drop_rate\"\x84\x01\n" +
+	"\bTcpFault\x12\x12\n" +
+	"\x04port\x18\x01 \x01(\rR\x04port\x12/\n" +
+	"\bupstream\x18\x02 \x03(\v2\x13.faultline.v1.ToxicR\bupstream\x123\n" +
+	"\n" +
+	"downstream\x18\x03 \x03(\v2\x13.faultline.v1.ToxicR\n" +
+	"downstream\"\xdd\x03\n" +
+	"\x05Toxic\x12\x1f\n" +
+	"\btoxicity\x18\x01 \x01(\x01H\x01R\btoxicity\x88\x01\x01\x126\n" +
+	"\alatency\x18\n" +
+	" \x01(\v2\x1a.faultline.v1.LatencyToxicH\x00R\alatency\x12<\n" +
+	"\tbandwidth\x18\v \x01(\v2\x1c.faultline.v1.BandwidthToxicH\x00R\tbandwidth\x126\n" +
+	"\atimeout\x18\f \x01(\v2\x1a.faultline.v1.TimeoutToxicH\x00R\atimeout\x12=\n" +
+	"\n" +
+	"reset_peer\x18\r \x01(\v2\x1c.faultline.v1.ResetPeerToxicH\x00R\tresetPeer\x12=\n" +
+	"\n" +
+	"slow_close\x18\x0e \x01(\v2\x1c.faultline.v1.SlowCloseToxicH\x00R\tslowClose\x12=\n" +
+	"\n" +
+	"limit_data\x18\x0f \x01(\v2\x1c.faultline.v1.LimitDataToxicH\x00R\tlimitData\x123\n" +
+	"\x06slicer\x18\x10 \x01(\v2\x19.faultline.v1.SlicerToxicH\x00R\x06slicerB\x06\n" +
+	"\x04kindB\v\n" +
+	"\t_toxicity\"v\n" +
+	"\fLatencyToxic\x123\n" +
+	"\alatency\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\alatency\x121\n" +
+	"\x06jitter\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x06jitter\"$\n" +
+	"\x0eBandwidthToxic\x12\x12\n" +
+	"\x04rate\x18\x01 \x01(\x04R\x04rate\"C\n" +
+	"\fTimeoutToxic\x123\n" +
+	"\atimeout\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"E\n" +
+	"\x0eResetPeerToxic\x123\n" +
+	"\atimeout\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"A\n" +
+	"\x0eSlowCloseToxic\x12/\n" +
+	"\x05delay\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x05delay\"&\n" +
+	"\x0eLimitDataToxic\x12\x14\n" +
+	"\x05bytes\x18\x01 \x01(\x04R\x05bytes\"\x88\x01\n" +
+	"\vSlicerToxic\x12!\n" +
+	"\faverage_size\x18\x01 \x01(\x04R\vaverageSize\x12%\n" +
+	"\x0esize_variation\x18\x02 \x01(\x04R\rsizeVariation\x12/\n" +
+	"\x05delay\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x05delay\"\xd3\x04\n" +
 	"\bCounters\x12\x1a\n" +
 	"\brequests\x18\x01 \x01(\x04R\brequests\x12\x1c\n" +
 	"\tunmatched\x18\x02 \x01(\x04R\tunmatched\x12\x18\n" +
@@ -1438,7 +2118,12 @@ const file_faultline_v1_node_proto_rawDesc = "" +
 	"\x0fpackets_dropped\x18\b \x01(\x04R\x0epacketsDropped\x12/\n" +
 	"\x13connections_refused\x18\t \x01(\x04R\x12connectionsRefused\x12'\n" +
 	"\x0ftargets_deleted\x18\n" +
-	" \x01(\x04R\x0etargetsDeleted\"\x84\x03\n" +
+	" \x01(\x04R\x0etargetsDeleted\x12'\n" +
+	"\x0ftcp_connections\x18\v \x01(\x04R\x0etcpConnections\x122\n" +
+	"\x15tcp_connections_toxic\x18\f \x01(\x04R\x13tcpConnectionsToxic\x12.\n" +
+	"\x13tcp_connections_cut\x18\r \x01(\x04R\x11tcpConnectionsCut\x12%\n" +
+	"\x0ebytes_upstream\x18\x0e \x01(\x04R\rbytesUpstream\x12)\n" +
+	"\x10bytes_downstream\x18\x0f \x01(\x04R\x0fbytesDownstream\"\x84\x03\n" +
 	"\vFaultStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12,\n" +
@@ -1490,7 +2175,7 @@ func file_faultline_v1_node_proto_rawDescGZIP() []byte {
 }
 
 var file_faultline_v1_node_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_faultline_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_faultline_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_faultline_v1_node_proto_goTypes = []any{
 	(DelayMode)(0),                // 0: faultline.v1.DelayMode
 	(FaultState)(0),               // 1: faultline.v1.FaultState
@@ -1502,52 +2187,77 @@ var file_faultline_v1_node_proto_goTypes = []any{
 	(*HeaderMatch)(nil),           // 7: faultline.v1.HeaderMatch
 	(*GrpcFault)(nil),             // 8: faultline.v1.GrpcFault
 	(*NetworkFault)(nil),          // 9: faultline.v1.NetworkFault
-	(*Counters)(nil),              // 10: faultline.v1.Counters
-	(*FaultStatus)(nil),           // 11: faultline.v1.FaultStatus
-	(*InjectResponse)(nil),        // 12: faultline.v1.InjectResponse
-	(*ListRequest)(nil),           // 13: faultline.v1.ListRequest
-	(*ListResponse)(nil),          // 14: faultline.v1.ListResponse
-	(*RevokeRequest)(nil),         // 15: faultline.v1.RevokeRequest
-	(*RevokeResponse)(nil),        // 16: faultline.v1.RevokeResponse
-	nil,                           // 17: faultline.v1.HTTPFault.ErrorHeadersEntry
-	(*durationpb.Duration)(nil),   // 18: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
+	(*TcpFault)(nil),              // 10: faultline.v1.TcpFault
+	(*Toxic)(nil),                 // 11: faultline.v1.Toxic
+	(*LatencyToxic)(nil),          // 12: faultline.v1.LatencyToxic
+	(*BandwidthToxic)(nil),        // 13: faultline.v1.BandwidthToxic
+	(*TimeoutToxic)(nil),          // 14: faultline.v1.TimeoutToxic
+	(*ResetPeerToxic)(nil),        // 15: faultline.v1.ResetPeerToxic
+	(*SlowCloseToxic)(nil),        // 16: faultline.v1.SlowCloseToxic
+	(*LimitDataToxic)(nil),        // 17: faultline.v1.LimitDataToxic
+	(*SlicerToxic)(nil),           // 18: faultline.v1.SlicerToxic
+	(*Counters)(nil),              // 19: faultline.v1.Counters
+	(*FaultStatus)(nil),           // 20: faultline.v1.FaultStatus
+	(*InjectResponse)(nil),        // 21: faultline.v1.InjectResponse
+	(*ListRequest)(nil),           // 22: faultline.v1.ListRequest
+	(*ListResponse)(nil),          // 23: faultline.v1.ListResponse
+	(*RevokeRequest)(nil),         // 24: faultline.v1.RevokeRequest
+	(*RevokeResponse)(nil),        // 25: faultline.v1.RevokeResponse
+	nil,                           // 26: faultline.v1.HTTPFault.ErrorHeadersEntry
+	(*durationpb.Duration)(nil),   // 27: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 28: google.protobuf.Timestamp
 }
 var file_faultline_v1_node_proto_depIdxs = []int32{
 	3,  // 0: faultline.v1.Target.pod:type_name -> faultline.v1.PodRef
 	2,  // 1: faultline.v1.InjectRequest.target:type_name -> faultline.v1.Target
-	18, // 2: faultline.v1.InjectRequest.duration:type_name -> google.protobuf.Duration
+	27, // 2: faultline.v1.InjectRequest.duration:type_name -> google.protobuf.Duration
 	5,  // 3: faultline.v1.InjectRequest.http:type_name -> faultline.v1.HTTPFault
 	8,  // 4: faultline.v1.InjectRequest.grpc:type_name -> faultline.v1.GrpcFault
 	9,  // 5: faultline.v1.InjectRequest.network:type_name -> faultline.v1.NetworkFault
-	18, // 6: faultline.v1.HTTPFault.average_delay:type_name -> google.protobuf.Duration
-	18, // 7: faultline.v1.HTTPFault.delay_variation:type_name -> google.protobuf.Duration
-	17, // 8: faultline.v1.HTTPFault.error_headers:type_name -> faultline.v1.HTTPFault.ErrorHeadersEntry
-	6,  // 9: faultline.v1.HTTPFault.match:type_name -> faultline.v1.HTTPMatch
-	0,  // 10: faultline.v1.HTTPFault.delay_mode:type_name -> faultline.v1.DelayMode
-	7,  // 11: faultline.v1.HTTPMatch.headers:type_name -> faultline.v1.HeaderMatch
-	18, // 12: faultline.v1.GrpcFault.average_delay:type_name -> google.protobuf.Duration
-	18, // 13: faultline.v1.GrpcFault.delay_variation:type_name -> google.protobuf.Duration
-	7,  // 14: faultline.v1.GrpcFault.metadata:type_name -> faultline.v1.HeaderMatch
-	2,  // 15: faultline.v1.FaultStatus.target:type_name -> faultline.v1.Target
-	19, // 16: faultline.v1.FaultStatus.started:type_name -> google.protobuf.Timestamp
-	19, // 17: faultline.v1.FaultStatus.expires:type_name -> google.protobuf.Timestamp
-	10, // 18: faultline.v1.FaultStatus.counters:type_name -> faultline.v1.Counters
-	1,  // 19: faultline.v1.FaultStatus.state:type_name -> faultline.v1.FaultState
-	11, // 20: faultline.v1.InjectResponse.fault:type_name -> faultline.v1.FaultStatus
-	11, // 21: faultline.v1.ListResponse.faults:type_name -> faultline.v1.FaultStatus
-	11, // 22: faultline.v1.RevokeResponse.fault:type_name -> faultline.v1.FaultStatus
-	4,  // 23: faultline.v1.Node.Inject:input_type -> faultline.v1.InjectRequest
-	13, // 24: faultline.v1.Node.List:input_type -> faultline.v1.ListRequest
-	15, // 25: faultline.v1.Node.Revoke:input_type -> faultline.v1.RevokeRequest
-	12, // 26: faultline.v1.Node.Inject:output_type -> faultline.v1.InjectResponse
-	14, // 27: faultline.v1.Node.List:output_type -> faultline.v1.ListResponse
-	16, // 28: faultline.v1.Node.Revoke:output_type -> faultline.v1.RevokeResponse
-	26, // [26:29] is the sub-list for method output_type
-	23, // [23:26] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	10, // 6: faultline.v1.InjectRequest.tcp:type_name -> faultline.v1.TcpFault
+	27, // 7: faultline.v1.HTTPFault.average_delay:type_name -> google.protobuf.Duration
+	27, // 8: faultline.v1.HTTPFault.delay_variation:type_name -> google.protobuf.Duration
+	26, // 9: faultline.v1.HTTPFault.error_headers:type_name -> faultline.v1.HTTPFault.ErrorHeadersEntry
+	6,  // 10: faultline.v1.HTTPFault.match:type_name -> faultline.v1.HTTPMatch
+	0,  // 11: faultline.v1.HTTPFault.delay_mode:type_name -> faultline.v1.DelayMode
+	7,  // 12: faultline.v1.HTTPMatch.headers:type_name -> faultline.v1.HeaderMatch
+	27, // 13: faultline.v1.GrpcFault.average_delay:type_name -> google.protobuf.Duration
+	27, // 14: faultline.v1.GrpcFault.delay_variation:type_name -> google.protobuf.Duration
+	7,  // 15: faultline.v1.GrpcFault.metadata:type_name -> faultline.v1.HeaderMatch
+	11, // 16: faultline.v1.TcpFault.upstream:type_name -> faultline.v1.Toxic
+	11, // 17: faultline.v1.TcpFault.downstream:type_name -> faultline.v1.Toxic
+	12, // 18: faultline.v1.Toxic.latency:type_name -> faultline.v1.LatencyToxic
+	13, // 19: faultline.v1.Toxic.bandwidth:type_name -> faultline.v1.BandwidthToxic
+	14, // 20: faultline.v1.Toxic.timeout:type_name -> faultline.v1.TimeoutToxic
+	15, // 21: faultline.v1.Toxic.reset_peer:type_name -> faultline.v1.ResetPeerToxic
+	16, // 22: faultline.v1.Toxic.slow_close:type_name -> faultline.v1.SlowCloseToxic
+	17, // 23: faultline.v1.Toxic.limit_data:type_name -> faultline.v1.LimitDataToxic
+	18, // 24: faultline.v1.Toxic.slicer:type_name -> faultline.v1.SlicerToxic
+	27, // 25: faultline.v1.LatencyToxic.latency:type_name -> google.protobuf.Duration
+	27, // 26: faultline.v1.LatencyToxic.jitter:type_name -> google.protobuf.Duration
+	27, // 27: faultline.v1.TimeoutToxic.timeout:type_name -> google.protobuf.Duration
+	27, // 28: faultline.v1.ResetPeerToxic.timeout:type_name -> google.protobuf.Duration
+	27, // 29: faultline.v1.SlowCloseToxic.delay:type_name -> google.protobuf.Duration
+	27, // 30: faultline.v1.SlicerToxic.delay:type_name -> google.protobuf.Duration
+	2,  // 31: faultline.v1.FaultStatus.target:type_name -> faultline.v1.Target
+	28, // 32: faultline.v1.FaultStatus.started:type_name -> google.protobuf.Timestamp
+	28, // 33: faultline.v1.FaultStatus.expires:type_name -> google.protobuf.Timestamp
+	19, // 34: faultline.v1.FaultStatus.counters:type_name -> faultline.v1.Counters
+	1,  // 35: faultline.v1.FaultStatus.state:type_name -> faultline.v1.FaultState
+	20, // 36: faultline.v1.InjectResponse.fault:type_name -> faultline.v1.FaultStatus
+	20, // 37: faultline.v1.ListResponse.faults:type_name -> faultline.v1.FaultStatus
+	20, // 38: faultline.v1.RevokeResponse.fault:type_name -> faultline.v1.FaultStatus
+	4,  // 39: faultline.v1.Node.Inject:input_type -> faultline.v1.InjectRequest
+	22, // 40: faultline.v1.Node.List:input_type -> faultline.v1.ListRequest
+	24, // 41: faultline.v1.Node.Revoke:input_type -> faultline.v1.RevokeRequest
+	21, // 42: faultline.v1.Node.Inject:output_type -> faultline.v1.InjectResponse
+	23, // 43: faultline.v1.Node.List:output_type -> faultline.v1.ListResponse
+	25, // 44: faultline.v1.Node.Revoke:output_type -> faultline.v1.RevokeResponse
+	42, // [42:45] is the sub-list for method output_type
+	39, // [39:42] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_faultline_v1_node_proto_init() }
@@ -1564,17 +2274,27 @@ func file_faultline_v1_node_proto_init() {
 		(*InjectRequest_Http)(nil),
 		(*InjectRequest_Grpc)(nil),
 		(*InjectRequest_Network)(nil),
+		(*InjectRequest_Tcp)(nil),
 	}
 	file_faultline_v1_node_proto_msgTypes[3].OneofWrappers = []any{}
 	file_faultline_v1_node_proto_msgTypes[6].OneofWrappers = []any{}
 	file_faultline_v1_node_proto_msgTypes[7].OneofWrappers = []any{}
+	file_faultline_v1_node_proto_msgTypes[9].OneofWrappers = []any{
+		(*Toxic_Latency)(nil),
+		(*Toxic_Bandwidth)(nil),
+		(*Toxic_Timeout)(nil),
+		(*Toxic_ResetPeer)(nil),
+		(*Toxic_SlowClose)(nil),
+		(*Toxic_LimitData)(nil),
+		(*Toxic_Slicer)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_faultline_v1_node_proto_rawDesc), len(file_faultline_v1_node_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   16,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,388 @@
+// Package tcpfault relays the TCP connections of one port to the
+// application and applies a fault.TCP's toxics to their bytes, as
+// Toxiproxy does, without parsing them: databases, caches and TLS services
+// alike. A direction without a toxic is relayed by the kernel (io.Copy
+// between TCP connections splices); a toxic direction is read by one
+// goroutine and written by another, so that a latency delays each chunk
+// from when it was read without slowing the stream to one chunk per delay.
+package tcpfault
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/faultline-dev/faultline/pkg/fault"
+)
+
+// Counters are a relay's counts so far.
+type Counters struct {
+	Connections uint64 // relayed
+	Toxic       uint64 // with at least one toxic applied
+	Cut         uint64 // closed or reset by a toxic
+	// Bytes relayed client → application and back; a direction without
+	// toxics (spliced by the kernel) counts its bytes when it ends.
+	BytesUp, BytesDown uint64
+}
+
+// Proxy is the relay of one fault.
+type Proxy struct {
+	Fault *fault.TCP
+	// Dial connects to the application. Required.
+	Dial   func(ctx context.Context) (net.Conn, error)
+	Logger *slog.Logger
+
+	conns, toxic, cut, up, down atomic.Uint64
+
+	initOnce  sync.Once
+	ctx       context.Context // cancelled by Shutdown: toxics stop
+	cancel    context.CancelFunc
+	mu        sync.Mutex
+	closing   bool
+	listeners map[net.Listener]struct{}
+	open      map[*relay]struct{}
+	wg        sync.WaitGroup
+}
+
+// ErrClosed is returned by Serve after Shutdown.
+var ErrClosed = errors.New("tcpfault: relay closed")
+
+// dialTimeout bounds connecting to the application.
+const dialTimeout = 10 * time.Second
+
+func (p *Proxy) init() {
+	p.initOnce.Do(func() {
+		p.ctx, p.cancel = context.WithCancel(context.Background())
+		p.listeners, p.open = map[net.Listener]struct{}{}, map[*relay]struct{}{}
+		if p.Logger == nil {
+			p.Logger = slog.New(slog.DiscardHandler)
+		}
+	})
+}
+
+// Counters returns the counts so far; safe at any time.
+func (p *Proxy) Counters() Counters {
+	return Counters{Connections: p.conns.Load(), Toxic: p.toxic.Load(), Cut: p.cut.Load(), BytesUp: p.up.Load(), BytesDown: p.down.Load()}
+}
+
+// Serve relays the connections ln accepts until Shutdown.
+func (p *Proxy) Serve(ln net.Listener) error {
+	p.init()
+	p.mu.Lock()
+	if p.closing {
+		p.mu.Unlock()
+		return ErrClosed
+	}
+	p.listeners[ln] = struct{}{}
+	p.mu.Unlock()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			p.mu.Lock()
+			closing := p.closing
+			p.mu.Unlock()
+			if closing || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			p.Logger.Warn("accept failed", "err", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		r := &relay{p: p, client: c}
+		p.mu.Lock()
+		if p.closing {
+			p.mu.Unlock()
+			c.Close()
+			continue
+		}
+		p.open[r] = struct{}{}
+		p.wg.Add(1)
+		p.mu.Unlock()
+		go r.run()
+	}
+}
+
+// Shutdown stops accepting and ends the toxics: relayed connections go on
+// untouched until they end or ctx is done, when they are closed.
+func (p *Proxy) Shutdown(ctx context.Context) error {
+	p.init()
+	p.mu.Lock()
+	p.closing = true
+	p.cancel()
+	for ln := range p.listeners {
+		ln.Close()
+	}
+	p.mu.Unlock()
+	done := make(chan struct{})
+	go func() { p.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		p.mu.Lock()
+		for r := range p.open {
+			r.close(false)
+		}
+		p.mu.Unlock()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// relay is one client connection and its connection to the application.
+type relay struct {
+	p          *Proxy
+	client, up net.Conn
+	closeOnce  sync.Once
+	cut        atomic.Bool
+}
+
+// close ends both connections; reset sends the client a RST.
+func (r *relay) close(reset bool) {
+	r.closeOnce.Do(func() {
+		if reset {
+			if tc, ok := r.client.(*net.TCPConn); ok {
+				_ = tc.SetLinger(0)
+			}
+		}
+		r.client.Close()
+		if r.up != nil {
+			r.up.Close()
+		}
+	})
+}
+
+// cutBy is a toxic ending the connection; it counts once.
+func (r *relay) cutBy(reset bool) {
+	if r.cut.CompareAndSwap(false, true) {
+		r.p.cut.Add(1)
+	}
+	r.close(reset)
+}
+
+func (r *relay) run() {
+	p := r.p
+	defer func() {
+		r.close(false)
+		p.mu.Lock()
+		delete(p.open, r)
+		p.mu.Unlock()
+		p.wg.Done()
+	}()
+	p.conns.Add(1)
+	ctx, cancel := context.WithTimeout(p.ctx, dialTimeout)
+	up, err := p.Dial(ctx)
+	cancel()
+	if err != nil {
+		p.Logger.Debug("dial the application", "err", err)
+		r.close(true) // as a refused connection would, without the proxy
+		return
+	}
+	r.up = up
+	upT, downT := draw(p.Fault.Upstream), draw(p.Fault.Downstream)
+	if len(upT)+len(downT) > 0 {
+		p.toxic.Add(1)
+	}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); r.pipe(up, r.client, upT, &p.up, true) }()
+	go func() { defer wg.Done(); r.pipe(r.client, up, downT, &p.down, false) }()
+	wg.Wait()
+}
+
+// draw picks the toxics that apply to a new connection.
+func draw(ts []fault.Toxic) []fault.Toxic {
+	var out []fault.Toxic
+	for _, t := range ts {
+		if t.Applies() {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// chunk is what one read gave, and when.
+type chunk struct {
+	b  []byte
+	at time.Time
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// pipe copies src to dst through the toxics, then half-closes dst. A
+// read or write error ends the whole connection.
+func (r *relay) pipe(dst, src net.Conn, toxics []fault.Toxic, count *atomic.Uint64, upstream bool) {
+	if len(toxics) == 0 {
+		n, err := io.Copy(dst, src) // splice(2) between TCP connections
+		count.Add(uint64(n))
+		r.halfClose(dst, err)
+		return
+	}
+	var t toxicSet
+	for _, x := range toxics {
+		t.add(x)
+	}
+	ctx := r.p.ctx
+	// Timers of the connection's life.
+	if t.timeout != nil && t.timeout.Timeout > 0 {
+		tm := time.AfterFunc(t.timeout.Timeout, func() { r.cutBy(false) })
+		defer tm.Stop()
+	}
+	if t.reset != nil {
+		tm := time.AfterFunc(t.reset.Timeout, func() { r.cutBy(!upstream) })
+		defer tm.Stop()
+	}
+	chunks := make(chan chunk, 16)
+	readErr := make(chan error, 1)
+	go func() {
+		defer close(chunks)
+		for {
+			bp := bufPool.Get().(*[]byte)
+			n, err := src.Read(*bp)
+			if n > 0 {
+				chunks <- chunk{b: (*bp)[:n], at: time.Now()}
+			} else {
+				bufPool.Put(bp)
+			}
+			if err != nil {
+				readErr <- err
+				return
+			}
+		}
+	}()
+	var passed int64
+	var next time.Time // bandwidth: when the next byte may go
+	dead := false      // cut or failed: the rest is read off and dropped
+	for c := range chunks {
+		b := c.b[:cap(c.b)]
+		live := ctx.Err() == nil // after the fault, the rest goes untouched
+		if dead || (live && t.timeout != nil) {
+			bufPool.Put(&b) // delivered nowhere
+			continue
+		}
+		if live && t.latency != nil {
+			wait(ctx, c.at.Add(t.latency.Latency+jitter(t.latency.Jitter)))
+		}
+		data := c.b
+		limited := false
+		if live && t.limit != nil && passed+int64(len(data)) >= t.limit.Bytes {
+			data, limited = data[:t.limit.Bytes-passed], true
+		}
+		if err := r.write(ctx, dst, data, &t, &next); err != nil {
+			r.close(false)
+			dead = true
+		}
+		passed += int64(len(data))
+		count.Add(uint64(len(data)))
+		bufPool.Put(&b)
+		if limited {
+			r.cutBy(false)
+			dead = true
+		}
+	}
+	err := <-readErr
+	if t.slowClose != nil && ctx.Err() == nil && errors.Is(err, io.EOF) {
+		wait(ctx, time.Now().Add(t.slowClose.Delay))
+	}
+	r.halfClose(dst, err)
+}
+
+// write sends data, shaped by the slicer and the bandwidth while the fault
+// lasts.
+func (r *relay) write(ctx context.Context, dst net.Conn, data []byte, t *toxicSet, next *time.Time) error {
+	for len(data) > 0 {
+		piece := data
+		live := ctx.Err() == nil
+		if live && t.slicer != nil {
+			size := t.slicer.AverageSize
+			if v := t.slicer.SizeVariation; v > 0 {
+				size += rand.IntN(2*v+1) - v
+			}
+			piece = data[:min(len(data), max(size, 1))]
+		}
+		if live && t.bandwidth != nil {
+			// At most a tenth of a second's worth per write, so that the
+			// rate holds over short spans too.
+			piece = piece[:min(len(piece), int(max(t.bandwidth.Rate/10, 1)))]
+			now := time.Now()
+			if next.Before(now) {
+				*next = now
+			}
+			wait(ctx, *next)
+			*next = next.Add(time.Duration(float64(len(piece)) / float64(t.bandwidth.Rate) * float64(time.Second)))
+		}
+		if _, err := dst.Write(piece); err != nil {
+			return err
+		}
+		data = data[len(piece):]
+		if live && t.slicer != nil && len(data) > 0 && t.slicer.Delay > 0 {
+			wait(ctx, time.Now().Add(t.slicer.Delay))
+		}
+	}
+	return nil
+}
+
+// halfClose passes the end of one direction on: a FIN after EOF, the end
+// of the whole connection after an error.
+func (r *relay) halfClose(dst net.Conn, err error) {
+	if err != nil && !errors.Is(err, io.EOF) {
+		r.close(false)
+		return
+	}
+	if cw, ok := dst.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+		return
+	}
+	r.close(false)
+}
+
+// toxicSet is one direction's toxics by kind (validation allows one of each).
+type toxicSet struct {
+	latency, bandwidth, timeout, reset, slowClose, limit, slicer *fault.Toxic
+}
+
+func (s *toxicSet) add(t fault.Toxic) {
+	switch t.Kind {
+	case fault.ToxicLatency:
+		s.latency = &t
+	case fault.ToxicBandwidth:
+		s.bandwidth = &t
+	case fault.ToxicTimeout:
+		s.timeout = &t
+	case fault.ToxicResetPeer:
+		s.reset = &t
+	case fault.ToxicSlowClose:
+		s.slowClose = &t
+	case fault.ToxicLimitData:
+		s.limit = &t
+	case fault.ToxicSlicer:
+		s.slicer = &t
+	}
+}
+
+// jitter draws uniformly from [-j, j].
+func jitter(j time.Duration) time.Duration {
+	if j <= 0 {
+		return 0
+	}
+	return time.Duration(rand.Int64N(int64(2*j)+1)) - j
+}
+
+// wait sleeps until t, or until ctx is done.
+func wait(ctx context.Context, t time.Time) {
+	d := time.Until(t)
+	if d <= 0 {
+		return
+	}
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+	case <-ctx.Done():
+	}
+}
