@@ -17,7 +17,8 @@ test=("${demo[@]}"
 	etcd-server:etcd containernetworking-plugins:/usr/lib/cni/bridge
 	gcc:gcc libc6-dev:/usr/include/stdio.h util-linux:setpriv
 	python3-grpcio:/usr/lib/python3/dist-packages/grpc/__init__.py prometheus:prometheus
-	redis-server:redis-server redis-tools:redis-cli)
+	redis-server:redis-server redis-tools:redis-cli postgresql:/usr/lib/postgresql/15/bin/postgres
+	openssl:openssl curl:curl)
 bench=(iproute2:ip wrk:wrk)
 
 missing=()
