@@ -288,10 +288,15 @@ function delays(proto, f) {
   if (f.delayRate !== undefined) proto.delayRate = f.delayRate;
 }
 
+// failFirst: {attempts, keyHeader}, a retry-testing sequence (superset).
+function failFirst(v) {
+  return convert(v, { attempts: integer, keyHeader: string }, 'FailFirst');
+}
+
 function httpFault(fault) {
   const f = convert(fault, {
     port, ...delayFields, errorRate: number, errorCode: integer, errorBody: string, exclude: string,
-    errorHeaders: stringMap, delayMode: string, keepConnections: bool,
+    errorHeaders: stringMap, delayMode: string, keepConnections: bool, failFirst,
     match: (v) => convert(v, { paths: stringList, methods: stringList, headers: headerMatches }, 'HTTPMatch'),
   }, 'HTTPFault');
   checkDelays(f);
@@ -310,13 +315,14 @@ function httpFault(fault) {
   if (f.match !== undefined) proto.match = f.match;
   if (f.delayMode !== undefined) proto.delayMode = f.delayMode === 'response' ? 'DELAY_MODE_RESPONSE' : 'DELAY_MODE_REQUEST';
   if (f.keepConnections !== undefined) proto.keepConnections = f.keepConnections;
+  if (f.failFirst !== undefined) proto.failFirst = f.failFirst;
   return { fault: proto, extra };
 }
 
 function grpcFault(fault) {
   const f = convert(fault, {
     port, ...delayFields, errorRate: number, statusCode: integer, statusMessage: string, exclude: string,
-    methods: stringList, metadata: headerMatches, resetConnections: bool,
+    methods: stringList, metadata: headerMatches, resetConnections: bool, failFirst,
   }, 'GrpcFault');
   checkDelays(f);
   if ((f.errorRate || 0) > 0 && !f.statusCode) throw new Error('status code cannot be 0 (OK)');
@@ -330,6 +336,7 @@ function grpcFault(fault) {
   if (f.methods !== undefined) proto.methods = f.methods;
   if (f.metadata !== undefined) proto.metadata = f.metadata;
   if (f.resetConnections !== undefined) proto.resetConnections = f.resetConnections;
+  if (f.failFirst !== undefined) proto.failFirst = f.failFirst;
   return { fault: proto, extra };
 }
 

@@ -374,3 +374,17 @@ func TestInjectTCPFaults(t *testing.T) {
 		}
 	}
 }
+
+func TestFailFirstField(t *testing.T) {
+	f, addr := startFake(t)
+	env := map[string]string{"FAULTLINE_ADDR": addr}
+	if _, err := run(t, env, pod+`d.injectHTTPFaults({port: 8080, errorCode: 503, failFirst: {attempts: 2, key_header: 'Idempotency-Key'}}, '10s');`); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.last(); !strings.Contains(got, `"failFirst":{"attempts":2,"keyHeader":"Idempotency-Key"}`) {
+		t.Errorf("request %s", got)
+	}
+	if _, err := run(t, env, pod+`d.injectHTTPFaults({port: 8080, errorCode: 503, failFirst: {tries: 2}}, '10s');`); err == nil || !strings.Contains(err.Error(), "unknown field tries in struct FailFirst") {
+		t.Errorf("unknown field: %v", err)
+	}
+}

@@ -18,7 +18,7 @@ test=("${demo[@]}"
 	gcc:gcc libc6-dev:/usr/include/stdio.h util-linux:setpriv
 	python3-grpcio:/usr/lib/python3/dist-packages/grpc/__init__.py prometheus:prometheus
 	redis-server:redis-server redis-tools:redis-cli postgresql:/usr/lib/postgresql/15/bin/postgres
-	openssl:openssl curl:curl)
+	openssl:openssl curl:curl python3-urllib3:/usr/lib/python3/dist-packages/urllib3/__init__.py)
 bench=(iproute2:ip wrk:wrk)
 
 missing=()

@@ -88,6 +88,21 @@ type timingParams struct {
 	delay, variation time.Duration
 	delayRate        float64
 	errorRate        float64
+	failFirst        int
+	failFirstKey     string
+}
+
+// failFirstProto is the --fail-first sequence, if given.
+func (p *timingParams) failFirstProto() (*pb.FailFirst, error) {
+	switch {
+	case p.failFirst == 0 && p.failFirstKey != "":
+		return nil, usagef("--fail-first-key needs --fail-first N")
+	case p.failFirst == 0:
+		return nil, nil
+	case p.failFirst < 0 || p.failFirst > math.MaxUint32:
+		return nil, usagef("--fail-first must be in 1-100, got %d", p.failFirst)
+	}
+	return &pb.FailFirst{Attempts: uint32(p.failFirst), KeyHeader: p.failFirstKey}, nil
 }
 
 func (p *timingParams) bind(f *pflag.FlagSet, what, failed string) {
@@ -95,6 +110,8 @@ func (p *timingParams) bind(f *pflag.FlagSet, what, failed string) {
 	f.DurationVar(&p.variation, "delay-variation", 0, "delays are uniform in [delay-variation, delay+variation] (delayVariation)")
 	f.Float64Var(&p.delayRate, "delay-rate", 1, "fraction of matching "+what+" delayed (delayRate)")
 	f.Float64Var(&p.errorRate, "error-rate", 0, "fraction of matching "+what+" "+failed+" (errorRate)")
+	f.IntVar(&p.failFirst, "fail-first", 0, "instead of --error-rate: the first N attempts of each logical request are "+failed+", later ones pass (failFirst)")
+	f.StringVar(&p.failFirstKey, "fail-first-key", "", "the header (gRPC: metadata key) naming a logical request for --fail-first, e.g. Idempotency-Key; default: method and path")
 }
 
 func checkPort(port int, allowZero bool) error {
@@ -171,6 +188,9 @@ func (p *httpParams) request() (*pb.InjectRequest, error) {
 		ErrorBody:       p.errorBody,
 		Exclude:         p.exclude,
 		KeepConnections: p.keepConnections,
+	}
+	if h.FailFirst, err = p.failFirstProto(); err != nil {
+		return nil, err
 	}
 	switch p.delayMode {
 	case "request":

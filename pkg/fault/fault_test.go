@@ -2,6 +2,7 @@ package fault
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -209,5 +210,66 @@ func TestDelayDrawIsUniform(t *testing.T) {
 	}
 	if mean := sum / n; mean < 99500*time.Microsecond || mean > 100500*time.Microsecond {
 		t.Errorf("mean %s, want 100ms", mean)
+	}
+}
+
+func TestFailFirst(t *testing.T) {
+	spec, err := FromProto(inject(&pb.HTTPFault{Port: 80, ErrorCode: 503, FailFirst: &pb.FailFirst{Attempts: 2}}, time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := spec.Fault.(*HTTP)
+	var got []bool
+	for _, path := range []string{"/a", "/a", "/b", "/a", "/b", "/b", "/a"} {
+		got = append(got, h.Decide(req{method: "GET", path: path}).Answer != nil)
+	}
+	if want := []bool{true, true, true, false, true, false, false}; !slices.Equal(got, want) {
+		t.Errorf("by method and path: errors %v, want %v", got, want)
+	}
+	if h.Decide(req{method: "POST", path: "/a"}).Answer == nil {
+		t.Error("POST /a is a logical request of its own")
+	}
+
+	spec, err = FromProto(inject(&pb.HTTPFault{Port: 80, ErrorCode: 503, FailFirst: &pb.FailFirst{Attempts: 1, KeyHeader: "Idempotency-Key"}}, time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h = spec.Fault.(*HTTP)
+	k1 := map[string]string{"idempotency-key": "k1"}
+	got = got[:0]
+	for _, r := range []req{{method: "POST", path: "/x", header: k1}, {method: "POST", path: "/y", header: k1}, {method: "POST", path: "/x"}, {method: "POST", path: "/x"}} {
+		got = append(got, h.Decide(r).Answer != nil)
+	}
+	if want := []bool{true, false, true, true}; !slices.Equal(got, want) {
+		t.Errorf("by key header: errors %v, want %v (no key: every attempt fails)", got, want)
+	}
+
+	spec, err = FromProto(inject(&pb.GrpcFault{Port: 9000, StatusCode: 14, FailFirst: &pb.FailFirst{Attempts: 2}}, time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := spec.Fault.(*GRPC)
+	got = got[:0]
+	for range 3 {
+		got = append(got, g.Decide(req{method: "POST", path: "/pkg.S/Get", grpc: true}).Answer != nil)
+	}
+	if want := []bool{true, true, false}; !slices.Equal(got, want) {
+		t.Errorf("gRPC: errors %v, want %v", got, want)
+	}
+
+	for _, tc := range []struct {
+		f    any
+		want string
+	}{
+		{&pb.HTTPFault{Port: 80, ErrorCode: 503, ErrorRate: 0.5, FailFirst: &pb.FailFirst{Attempts: 2}}, "give errorRate or failFirst, not both"},
+		{&pb.HTTPFault{Port: 80, FailFirst: &pb.FailFirst{Attempts: 2}}, "errorCode must be an HTTP status in 200-599 with failFirst"},
+		{&pb.HTTPFault{Port: 80, ErrorCode: 503, FailFirst: &pb.FailFirst{}}, "failFirst.attempts must be in 1-100, got 0"},
+		{&pb.HTTPFault{Port: 80, ErrorCode: 503, FailFirst: &pb.FailFirst{Attempts: 1000}}, "failFirst.attempts must be in 1-100, got 101"},
+		{&pb.HTTPFault{Port: 80, ErrorCode: 503, FailFirst: &pb.FailFirst{Attempts: 1, KeyHeader: "bad key"}}, `failFirst.keyHeader: "bad key" is not a valid header name`},
+		{&pb.GrpcFault{Port: 9000, FailFirst: &pb.FailFirst{Attempts: 1}}, "statusCode must be a gRPC status code in 1-16 with failFirst"},
+	} {
+		if _, err := FromProto(inject(tc.f, time.Minute)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: %v, want %q", tc.f, err, tc.want)
+		}
 	}
 }

@@ -24,6 +24,9 @@ type GRPC struct {
 	Methods []string
 	// Metadata must all match (names are case-insensitive).
 	Metadata []HeaderMatch
+	// FailFirst, when set, fails the first attempts of each logical call
+	// (by a metadata key, else by full method) instead of ErrorRate.
+	FailFirst *FailFirst
 	// ResetConnections resets established connections at the start. Off by
 	// default: gRPC connections are long-lived and carry long-lived
 	// streams, which keep working; new connections get the fault.
@@ -51,7 +54,14 @@ func (f *GRPC) Validate() error {
 	if err := rate("errorRate", f.ErrorRate); err != nil {
 		return err
 	}
+	if err := f.FailFirst.validate("failFirst"); err != nil {
+		return err
+	}
 	switch {
+	case f.FailFirst != nil && f.ErrorRate > 0:
+		return Invalid("give errorRate or failFirst, not both: failFirst decides which calls get statusCode")
+	case f.Status == 0 && f.FailFirst != nil:
+		return Invalid("statusCode must be a gRPC status code in 1-16 with failFirst, got 0")
 	case f.Status == 0 && f.ErrorRate > 0:
 		return Invalid("statusCode must be a gRPC status code in 1-16 when errorRate > 0, got 0")
 	case f.Status != 0 && (f.Status < 1 || f.Status > 16):
@@ -88,7 +98,7 @@ func (f *GRPC) Decide(r Request) Decision {
 		return Decision{}
 	}
 	d := Decision{Matched: true, Delay: f.Delay.draw()}
-	if draw(f.ErrorRate) {
+	if f.FailFirst != nil && f.FailFirst.fails(r) || f.FailFirst == nil && draw(f.ErrorRate) {
 		f.answerOnce.Do(func() { f.answer = &Answer{Status: 200, GRPCStatus: f.Status, GRPCMessage: f.Message} })
 		d.Answer = f.answer
 	}

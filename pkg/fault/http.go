@@ -27,6 +27,9 @@ type HTTP struct {
 	Exclude []string
 	// Match narrows the fault to some requests; the zero Match matches all.
 	Match Match
+	// FailFirst, when set, answers the first attempts of each logical
+	// request with the error instead of ErrorRate.
+	FailFirst *FailFirst
 	// KeepConnections leaves connections established before the fault
 	// alone; by default they are reset so that their clients reconnect
 	// through the proxy.
@@ -71,7 +74,14 @@ func (f *HTTP) Validate() error {
 	if err := rate("errorRate", f.ErrorRate); err != nil {
 		return err
 	}
+	if err := f.FailFirst.validate("failFirst"); err != nil {
+		return err
+	}
 	switch s := f.ErrorStatus; {
+	case f.FailFirst != nil && f.ErrorRate > 0:
+		return Invalid("give errorRate or failFirst, not both: failFirst decides which attempts get errorCode")
+	case s == 0 && f.FailFirst != nil:
+		return Invalid("errorCode must be an HTTP status in 200-599 with failFirst, got 0")
 	case s == 0 && f.ErrorRate > 0:
 		return Invalid("errorCode must be an HTTP status in 200-599 when errorRate > 0, got 0")
 	case s >= 100 && s < 200:
@@ -127,7 +137,11 @@ func (f *HTTP) Decide(r Request) Decision {
 		return Decision{}
 	}
 	d := Decision{Matched: true, Delay: f.Delay.draw(), DelayResponse: f.DelayResponse}
-	if draw(f.ErrorRate) {
+	if f.FailFirst != nil {
+		if f.FailFirst.fails(r) {
+			d.Answer = f.errorAnswer()
+		}
+	} else if draw(f.ErrorRate) {
 		d.Answer = f.errorAnswer()
 	}
 	return d

@@ -102,6 +102,7 @@ func httpFromProto(p *pb.HTTPFault) (*HTTP, error) {
 		f.ErrorHeaders = append(f.ErrorHeaders, HeaderField{canonical(k), p.GetErrorHeaders()[k]})
 	}
 	f.Exclude = splitList(p.GetExclude())
+	f.FailFirst = failFirst(p.GetFailFirst())
 	if m := p.GetMatch(); m != nil {
 		f.Match = Match{Paths: m.GetPaths(), Methods: m.GetMethods(), Headers: headerMatches(m.GetHeaders())}
 	}
@@ -111,7 +112,7 @@ func httpFromProto(p *pb.HTTPFault) (*HTTP, error) {
 func grpcFromProto(p *pb.GrpcFault) (*GRPC, error) {
 	f := &GRPC{ErrorRate: p.GetErrorRate(), Status: status(p.GetStatusCode()), Message: p.GetStatusMessage(),
 		Exclude: splitList(p.GetExclude()), Methods: p.GetMethods(), Metadata: headerMatches(p.GetMetadata()),
-		ResetConnections: p.GetResetConnections()}
+		ResetConnections: p.GetResetConnections(), FailFirst: failFirst(p.GetFailFirst())}
 	var err error
 	if f.Port, err = port(p.GetPort()); err != nil {
 		return nil, err
@@ -135,6 +136,13 @@ func networkFromProto(p *pb.NetworkFault) (*Network, error) {
 		return nil, err
 	}
 	return f, f.Validate()
+}
+
+func failFirst(p *pb.FailFirst) *FailFirst {
+	if p == nil {
+		return nil
+	}
+	return &FailFirst{Attempts: int(min(p.GetAttempts(), MaxFailFirst+1)), KeyHeader: p.GetKeyHeader()}
 }
 
 func headerMatches(in []*pb.HeaderMatch) []HeaderMatch {

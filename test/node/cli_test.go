@@ -60,6 +60,8 @@ func TestCLIErrors(t *testing.T) {
 		{"unknown command", []string{"explode"}, 2, "unknown command"},
 		{"host netns", []string{"inject", "http", "--socket", nd.socket, "--netns", "/proc/self/ns/net", "--port", "8080", "--duration", "5s"}, 1, "host's network namespace"},
 		{"fifo as netns", []string{"inject", "http", "--socket", nd.socket, "--netns", fifo, "--port", "8080", "--duration", "5s"}, 2, "is not a network namespace"},
+		{"fail-first-key alone", append(base, "--port", "8080", "--duration", "5s", "--error-code", "503", "--fail-first-key", "Idempotency-Key"), 2, "--fail-first-key needs --fail-first N"},
+		{"fail-first and error-rate", append(base, "--port", "8080", "--duration", "5s", "--error-code", "503", "--error-rate", "0.5", "--fail-first", "2"), 2, "give errorRate or failFirst, not both"},
 		{"tcp without toxic", []string{"inject", "tcp", "--socket", nd.socket, "--netns", nd.pod.Path, "--port", "6379", "--duration", "5s"}, 2, "give at least one --toxic"},
 		{"tcp unknown toxic", []string{"inject", "tcp", "--socket", nd.socket, "--netns", nd.pod.Path, "--port", "6379", "--duration", "5s", "--toxic", "downstream:teleport=1"}, 2, `unknown toxic "teleport"`},
 		{"tcp bad direction", []string{"inject", "tcp", "--socket", nd.socket, "--netns", nd.pod.Path, "--port", "6379", "--duration", "5s", "--toxic", "sideways:latency=1ms"}, 2, "must start with upstream: or downstream:"},

@@ -468,8 +468,11 @@ type HTTPFault struct {
 	DelayMode DelayMode `protobuf:"varint,11,opt,name=delay_mode,json=delayMode,proto3,enum=faultline.v1.DelayMode" json:"delay_mode,omitempty"`
 	// Leave established connections alone instead of resetting them.
 	KeepConnections bool `protobuf:"varint,12,opt,name=keep_connections,json=keepConnections,proto3" json:"keep_connections,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// Fail the first attempts of each logical request with error_code, and
+	// let later attempts through, instead of error_rate.
+	FailFirst     *FailFirst `protobuf:"bytes,13,opt,name=fail_first,json=failFirst,proto3" json:"fail_first,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *HTTPFault) Reset() {
@@ -586,6 +589,71 @@ func (x *HTTPFault) GetKeepConnections() bool {
 	return false
 }
 
+func (x *HTTPFault) GetFailFirst() *FailFirst {
+	if x != nil {
+		return x.FailFirst
+	}
+	return nil
+}
+
+// FailFirst makes "retries fix it" deterministic: the first `attempts`
+// attempts of each logical request get the fault's error, later ones
+// pass. A logical request is named by the value of key_header (e.g.
+// Idempotency-Key; gRPC: a metadata key) when set, else by method and path
+// (gRPC: full method). A fault remembers 65,536 logical requests, then
+// starts over.
+type FailFirst struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Attempts      uint32                 `protobuf:"varint,1,opt,name=attempts,proto3" json:"attempts,omitempty"` // 1-100
+	KeyHeader     string                 `protobuf:"bytes,2,opt,name=key_header,json=keyHeader,proto3" json:"key_header,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FailFirst) Reset() {
+	*x = FailFirst{}
+	mi := &file_faultline_v1_node_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FailFirst) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FailFirst) ProtoMessage() {}
+
+func (x *FailFirst) ProtoReflect() protoreflect.Message {
+	mi := &file_faultline_v1_node_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FailFirst.ProtoReflect.Descriptor instead.
+func (*FailFirst) Descriptor() ([]byte, []int) {
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *FailFirst) GetAttempts() uint32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *FailFirst) GetKeyHeader() string {
+	if x != nil {
+		return x.KeyHeader
+	}
+	return ""
+}
+
 type HTTPMatch struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// "/exact" or "/prefix/*"; any one must match.
@@ -600,7 +668,7 @@ type HTTPMatch struct {
 
 func (x *HTTPMatch) Reset() {
 	*x = HTTPMatch{}
-	mi := &file_faultline_v1_node_proto_msgTypes[4]
+	mi := &file_faultline_v1_node_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -612,7 +680,7 @@ func (x *HTTPMatch) String() string {
 func (*HTTPMatch) ProtoMessage() {}
 
 func (x *HTTPMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[4]
+	mi := &file_faultline_v1_node_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -625,7 +693,7 @@ func (x *HTTPMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HTTPMatch.ProtoReflect.Descriptor instead.
 func (*HTTPMatch) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{4}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *HTTPMatch) GetPaths() []string {
@@ -660,7 +728,7 @@ type HeaderMatch struct {
 
 func (x *HeaderMatch) Reset() {
 	*x = HeaderMatch{}
-	mi := &file_faultline_v1_node_proto_msgTypes[5]
+	mi := &file_faultline_v1_node_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -672,7 +740,7 @@ func (x *HeaderMatch) String() string {
 func (*HeaderMatch) ProtoMessage() {}
 
 func (x *HeaderMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[5]
+	mi := &file_faultline_v1_node_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -685,7 +753,7 @@ func (x *HeaderMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderMatch.ProtoReflect.Descriptor instead.
 func (*HeaderMatch) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{5}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *HeaderMatch) GetName() string {
@@ -729,13 +797,16 @@ type GrpcFault struct {
 	// Reset established connections at the start. Off by default: gRPC
 	// connections carry long-lived streams; new connections get the fault.
 	ResetConnections bool `protobuf:"varint,11,opt,name=reset_connections,json=resetConnections,proto3" json:"reset_connections,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Fail the first attempts of each logical call with status_code, and
+	// let later attempts through, instead of error_rate.
+	FailFirst     *FailFirst `protobuf:"bytes,12,opt,name=fail_first,json=failFirst,proto3" json:"fail_first,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GrpcFault) Reset() {
 	*x = GrpcFault{}
-	mi := &file_faultline_v1_node_proto_msgTypes[6]
+	mi := &file_faultline_v1_node_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -747,7 +818,7 @@ func (x *GrpcFault) String() string {
 func (*GrpcFault) ProtoMessage() {}
 
 func (x *GrpcFault) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[6]
+	mi := &file_faultline_v1_node_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -760,7 +831,7 @@ func (x *GrpcFault) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrpcFault.ProtoReflect.Descriptor instead.
 func (*GrpcFault) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{6}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GrpcFault) GetPort() uint32 {
@@ -840,6 +911,13 @@ func (x *GrpcFault) GetResetConnections() bool {
 	return false
 }
 
+func (x *GrpcFault) GetFailFirst() *FailFirst {
+	if x != nil {
+		return x.FailFirst
+	}
+	return nil
+}
+
 // NetworkFault drops inbound packets and refuses new TCP connections.
 type NetworkFault struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -858,7 +936,7 @@ type NetworkFault struct {
 
 func (x *NetworkFault) Reset() {
 	*x = NetworkFault{}
-	mi := &file_faultline_v1_node_proto_msgTypes[7]
+	mi := &file_faultline_v1_node_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -870,7 +948,7 @@ func (x *NetworkFault) String() string {
 func (*NetworkFault) ProtoMessage() {}
 
 func (x *NetworkFault) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[7]
+	mi := &file_faultline_v1_node_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -883,7 +961,7 @@ func (x *NetworkFault) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkFault.ProtoReflect.Descriptor instead.
 func (*NetworkFault) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{7}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *NetworkFault) GetPort() uint32 {
@@ -931,7 +1009,7 @@ type TcpFault struct {
 
 func (x *TcpFault) Reset() {
 	*x = TcpFault{}
-	mi := &file_faultline_v1_node_proto_msgTypes[8]
+	mi := &file_faultline_v1_node_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -943,7 +1021,7 @@ func (x *TcpFault) String() string {
 func (*TcpFault) ProtoMessage() {}
 
 func (x *TcpFault) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[8]
+	mi := &file_faultline_v1_node_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -956,7 +1034,7 @@ func (x *TcpFault) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TcpFault.ProtoReflect.Descriptor instead.
 func (*TcpFault) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{8}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *TcpFault) GetPort() uint32 {
@@ -1002,7 +1080,7 @@ type Toxic struct {
 
 func (x *Toxic) Reset() {
 	*x = Toxic{}
-	mi := &file_faultline_v1_node_proto_msgTypes[9]
+	mi := &file_faultline_v1_node_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1014,7 +1092,7 @@ func (x *Toxic) String() string {
 func (*Toxic) ProtoMessage() {}
 
 func (x *Toxic) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[9]
+	mi := &file_faultline_v1_node_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1027,7 +1105,7 @@ func (x *Toxic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Toxic.ProtoReflect.Descriptor instead.
 func (*Toxic) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{9}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Toxic) GetToxicity() float64 {
@@ -1177,7 +1255,7 @@ type LatencyToxic struct {
 
 func (x *LatencyToxic) Reset() {
 	*x = LatencyToxic{}
-	mi := &file_faultline_v1_node_proto_msgTypes[10]
+	mi := &file_faultline_v1_node_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1189,7 +1267,7 @@ func (x *LatencyToxic) String() string {
 func (*LatencyToxic) ProtoMessage() {}
 
 func (x *LatencyToxic) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[10]
+	mi := &file_faultline_v1_node_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1202,7 +1280,7 @@ func (x *LatencyToxic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LatencyToxic.ProtoReflect.Descriptor instead.
 func (*LatencyToxic) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{10}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *LatencyToxic) GetLatency() *durationpb.Duration {
@@ -1228,7 +1306,7 @@ type BandwidthToxic struct {
 
 func (x *BandwidthToxic) Reset() {
 	*x = BandwidthToxic{}
-	mi := &file_faultline_v1_node_proto_msgTypes[11]
+	mi := &file_faultline_v1_node_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1240,7 +1318,7 @@ func (x *BandwidthToxic) String() string {
 func (*BandwidthToxic) ProtoMessage() {}
 
 func (x *BandwidthToxic) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[11]
+	mi := &file_faultline_v1_node_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1253,7 +1331,7 @@ func (x *BandwidthToxic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BandwidthToxic.ProtoReflect.Descriptor instead.
 func (*BandwidthToxic) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{11}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *BandwidthToxic) GetRate() uint64 {
@@ -1272,7 +1350,7 @@ type TimeoutToxic struct {
 
 func (x *TimeoutToxic) Reset() {
 	*x = TimeoutToxic{}
-	mi := &file_faultline_v1_node_proto_msgTypes[12]
+	mi := &file_faultline_v1_node_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1284,7 +1362,7 @@ func (x *TimeoutToxic) String() string {
 func (*TimeoutToxic) ProtoMessage() {}
 
 func (x *TimeoutToxic) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[12]
+	mi := &file_faultline_v1_node_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1297,7 +1375,7 @@ func (x *TimeoutToxic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimeoutToxic.ProtoReflect.Descriptor instead.
 func (*TimeoutToxic) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{12}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *TimeoutToxic) GetTimeout() *durationpb.Duration {
@@ -1316,7 +1394,7 @@ type ResetPeerToxic struct {
 
 func (x *ResetPeerToxic) Reset() {
 	*x = ResetPeerToxic{}
-	mi := &file_faultline_v1_node_proto_msgTypes[13]
+	mi := &file_faultline_v1_node_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1328,7 +1406,7 @@ func (x *ResetPeerToxic) String() string {
 func (*ResetPeerToxic) ProtoMessage() {}
 
 func (x *ResetPeerToxic) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[13]
+	mi := &file_faultline_v1_node_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1341,7 +1419,7 @@ func (x *ResetPeerToxic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetPeerToxic.ProtoReflect.Descriptor instead.
 func (*ResetPeerToxic) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{13}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ResetPeerToxic) GetTimeout() *durationpb.Duration {
@@ -1360,7 +1438,7 @@ type SlowCloseToxic struct {
 
 func (x *SlowCloseToxic) Reset() {
 	*x = SlowCloseToxic{}
-	mi := &file_faultline_v1_node_proto_msgTypes[14]
+	mi := &file_faultline_v1_node_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1372,7 +1450,7 @@ func (x *SlowCloseToxic) String() string {
 func (*SlowCloseToxic) ProtoMessage() {}
 
 func (x *SlowCloseToxic) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[14]
+	mi := &file_faultline_v1_node_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1385,7 +1463,7 @@ func (x *SlowCloseToxic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlowCloseToxic.ProtoReflect.Descriptor instead.
 func (*SlowCloseToxic) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{14}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SlowCloseToxic) GetDelay() *durationpb.Duration {
@@ -1404,7 +1482,7 @@ type LimitDataToxic struct {
 
 func (x *LimitDataToxic) Reset() {
 	*x = LimitDataToxic{}
-	mi := &file_faultline_v1_node_proto_msgTypes[15]
+	mi := &file_faultline_v1_node_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1416,7 +1494,7 @@ func (x *LimitDataToxic) String() string {
 func (*LimitDataToxic) ProtoMessage() {}
 
 func (x *LimitDataToxic) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[15]
+	mi := &file_faultline_v1_node_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1429,7 +1507,7 @@ func (x *LimitDataToxic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LimitDataToxic.ProtoReflect.Descriptor instead.
 func (*LimitDataToxic) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{15}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *LimitDataToxic) GetBytes() uint64 {
@@ -1450,7 +1528,7 @@ type SlicerToxic struct {
 
 func (x *SlicerToxic) Reset() {
 	*x = SlicerToxic{}
-	mi := &file_faultline_v1_node_proto_msgTypes[16]
+	mi := &file_faultline_v1_node_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1462,7 +1540,7 @@ func (x *SlicerToxic) String() string {
 func (*SlicerToxic) ProtoMessage() {}
 
 func (x *SlicerToxic) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[16]
+	mi := &file_faultline_v1_node_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1475,7 +1553,7 @@ func (x *SlicerToxic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlicerToxic.ProtoReflect.Descriptor instead.
 func (*SlicerToxic) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{16}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SlicerToxic) GetAverageSize() uint64 {
@@ -1524,7 +1602,7 @@ type Counters struct {
 
 func (x *Counters) Reset() {
 	*x = Counters{}
-	mi := &file_faultline_v1_node_proto_msgTypes[17]
+	mi := &file_faultline_v1_node_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1536,7 +1614,7 @@ func (x *Counters) String() string {
 func (*Counters) ProtoMessage() {}
 
 func (x *Counters) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[17]
+	mi := &file_faultline_v1_node_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1549,7 +1627,7 @@ func (x *Counters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Counters.ProtoReflect.Descriptor instead.
 func (*Counters) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{17}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Counters) GetRequests() uint64 {
@@ -1678,7 +1756,7 @@ type FaultStatus struct {
 
 func (x *FaultStatus) Reset() {
 	*x = FaultStatus{}
-	mi := &file_faultline_v1_node_proto_msgTypes[18]
+	mi := &file_faultline_v1_node_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1690,7 +1768,7 @@ func (x *FaultStatus) String() string {
 func (*FaultStatus) ProtoMessage() {}
 
 func (x *FaultStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[18]
+	mi := &file_faultline_v1_node_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1703,7 +1781,7 @@ func (x *FaultStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FaultStatus.ProtoReflect.Descriptor instead.
 func (*FaultStatus) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{18}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *FaultStatus) GetId() string {
@@ -1786,7 +1864,7 @@ type InjectResponse struct {
 
 func (x *InjectResponse) Reset() {
 	*x = InjectResponse{}
-	mi := &file_faultline_v1_node_proto_msgTypes[19]
+	mi := &file_faultline_v1_node_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1798,7 +1876,7 @@ func (x *InjectResponse) String() string {
 func (*InjectResponse) ProtoMessage() {}
 
 func (x *InjectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[19]
+	mi := &file_faultline_v1_node_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1811,7 +1889,7 @@ func (x *InjectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InjectResponse.ProtoReflect.Descriptor instead.
 func (*InjectResponse) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{19}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *InjectResponse) GetFault() *FaultStatus {
@@ -1829,7 +1907,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_faultline_v1_node_proto_msgTypes[20]
+	mi := &file_faultline_v1_node_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1841,7 +1919,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[20]
+	mi := &file_faultline_v1_node_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1854,7 +1932,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{20}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{21}
 }
 
 type ListResponse struct {
@@ -1866,7 +1944,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_faultline_v1_node_proto_msgTypes[21]
+	mi := &file_faultline_v1_node_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1878,7 +1956,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[21]
+	mi := &file_faultline_v1_node_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1891,7 +1969,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{21}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListResponse) GetFaults() []*FaultStatus {
@@ -1910,7 +1988,7 @@ type RevokeRequest struct {
 
 func (x *RevokeRequest) Reset() {
 	*x = RevokeRequest{}
-	mi := &file_faultline_v1_node_proto_msgTypes[22]
+	mi := &file_faultline_v1_node_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1922,7 +2000,7 @@ func (x *RevokeRequest) String() string {
 func (*RevokeRequest) ProtoMessage() {}
 
 func (x *RevokeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[22]
+	mi := &file_faultline_v1_node_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1935,7 +2013,7 @@ func (x *RevokeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeRequest.ProtoReflect.Descriptor instead.
 func (*RevokeRequest) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{22}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RevokeRequest) GetId() string {
@@ -1954,7 +2032,7 @@ type RevokeResponse struct {
 
 func (x *RevokeResponse) Reset() {
 	*x = RevokeResponse{}
-	mi := &file_faultline_v1_node_proto_msgTypes[23]
+	mi := &file_faultline_v1_node_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1966,7 +2044,7 @@ func (x *RevokeResponse) String() string {
 func (*RevokeResponse) ProtoMessage() {}
 
 func (x *RevokeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[23]
+	mi := &file_faultline_v1_node_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1979,7 +2057,7 @@ func (x *RevokeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeResponse.ProtoReflect.Descriptor instead.
 func (*RevokeResponse) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{23}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RevokeResponse) GetFault() *FaultStatus {
@@ -2013,7 +2091,7 @@ const file_faultline_v1_node_proto_rawDesc = "" +
 	"\x04grpc\x18\v \x01(\v2\x17.faultline.v1.GrpcFaultH\x00R\x04grpc\x126\n" +
 	"\anetwork\x18\f \x01(\v2\x1a.faultline.v1.NetworkFaultH\x00R\anetwork\x12*\n" +
 	"\x03tcp\x18\r \x01(\v2\x16.faultline.v1.TcpFaultH\x00R\x03tcpB\a\n" +
-	"\x05fault\"\xf0\x04\n" +
+	"\x05fault\"\xa8\x05\n" +
 	"\tHTTPFault\x12\x12\n" +
 	"\x04port\x18\x01 \x01(\rR\x04port\x12>\n" +
 	"\raverage_delay\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\faverageDelay\x12B\n" +
@@ -2032,18 +2110,24 @@ const file_faultline_v1_node_proto_rawDesc = "" +
 	" \x01(\v2\x17.faultline.v1.HTTPMatchR\x05match\x126\n" +
 	"\n" +
 	"delay_mode\x18\v \x01(\x0e2\x17.faultline.v1.DelayModeR\tdelayMode\x12)\n" +
-	"\x10keep_connections\x18\f \x01(\bR\x0fkeepConnections\x1a?\n" +
+	"\x10keep_connections\x18\f \x01(\bR\x0fkeepConnections\x126\n" +
+	"\n" +
+	"fail_first\x18\r \x01(\v2\x17.faultline.v1.FailFirstR\tfailFirst\x1a?\n" +
 	"\x11ErrorHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\r\n" +
-	"\v_delay_rate\"p\n" +
+	"\v_delay_rate\"F\n" +
+	"\tFailFirst\x12\x1a\n" +
+	"\battempts\x18\x01 \x01(\rR\battempts\x12\x1d\n" +
+	"\n" +
+	"key_header\x18\x02 \x01(\tR\tkeyHeader\"p\n" +
 	"\tHTTPMatch\x12\x14\n" +
 	"\x05paths\x18\x01 \x03(\tR\x05paths\x12\x18\n" +
 	"\amethods\x18\x02 \x03(\tR\amethods\x123\n" +
 	"\aheaders\x18\x03 \x03(\v2\x19.faultline.v1.HeaderMatchR\aheaders\"7\n" +
 	"\vHeaderMatch\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value\"\xd5\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\x8d\x04\n" +
 	"\tGrpcFault\x12\x12\n" +
 	"\x04port\x18\x01 \x01(\rR\x04port\x12>\n" +
 	"\raverage_delay\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\faverageDelay\x12B\n" +
@@ -2059,7 +2143,9 @@ const file_faultline_v1_node_proto_rawDesc = "" +
 	"\amethods\x18\t \x03(\tR\amethods\x125\n" +
 	"\bmetadata\x18\n" +
 	" \x03(\v2\x19.faultline.v1.HeaderMatchR\bmetadata\x12+\n" +
-	"\x11reset_connections\x18\v \x01(\bR\x10resetConnectionsB\r\n" +
+	"\x11reset_connections\x18\v \x01(\bR\x10resetConnections\x126\n" +
+	"\n" +
+	"fail_first\x18\f \x01(\v2\x17.faultline.v1.FailFirstR\tfailFirstB\r\n" +
 	"\v_delay_rate\"\x8d\x01\n" +
 	"\fNetworkFault\x12\x12\n" +
 	"\x04port\x18\x01 \x01(\rR\x04port\x12\x1a\n" +
@@ -2175,7 +2261,7 @@ func file_faultline_v1_node_proto_rawDescGZIP() []byte {
 }
 
 var file_faultline_v1_node_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_faultline_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_faultline_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_faultline_v1_node_proto_goTypes = []any{
 	(DelayMode)(0),                // 0: faultline.v1.DelayMode
 	(FaultState)(0),               // 1: faultline.v1.FaultState
@@ -2183,81 +2269,84 @@ var file_faultline_v1_node_proto_goTypes = []any{
 	(*PodRef)(nil),                // 3: faultline.v1.PodRef
 	(*InjectRequest)(nil),         // 4: faultline.v1.InjectRequest
 	(*HTTPFault)(nil),             // 5: faultline.v1.HTTPFault
-	(*HTTPMatch)(nil),             // 6: faultline.v1.HTTPMatch
-	(*HeaderMatch)(nil),           // 7: faultline.v1.HeaderMatch
-	(*GrpcFault)(nil),             // 8: faultline.v1.GrpcFault
-	(*NetworkFault)(nil),          // 9: faultline.v1.NetworkFault
-	(*TcpFault)(nil),              // 10: faultline.v1.TcpFault
-	(*Toxic)(nil),                 // 11: faultline.v1.Toxic
-	(*LatencyToxic)(nil),          // 12: faultline.v1.LatencyToxic
-	(*BandwidthToxic)(nil),        // 13: faultline.v1.BandwidthToxic
-	(*TimeoutToxic)(nil),          // 14: faultline.v1.TimeoutToxic
-	(*ResetPeerToxic)(nil),        // 15: faultline.v1.ResetPeerToxic
-	(*SlowCloseToxic)(nil),        // 16: faultline.v1.SlowCloseToxic
-	(*LimitDataToxic)(nil),        // 17: faultline.v1.LimitDataToxic
-	(*SlicerToxic)(nil),           // 18: faultline.v1.SlicerToxic
-	(*Counters)(nil),              // 19: faultline.v1.Counters
-	(*FaultStatus)(nil),           // 20: faultline.v1.FaultStatus
-	(*InjectResponse)(nil),        // 21: faultline.v1.InjectResponse
-	(*ListRequest)(nil),           // 22: faultline.v1.ListRequest
-	(*ListResponse)(nil),          // 23: faultline.v1.ListResponse
-	(*RevokeRequest)(nil),         // 24: faultline.v1.RevokeRequest
-	(*RevokeResponse)(nil),        // 25: faultline.v1.RevokeResponse
-	nil,                           // 26: faultline.v1.HTTPFault.ErrorHeadersEntry
-	(*durationpb.Duration)(nil),   // 27: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 28: google.protobuf.Timestamp
+	(*FailFirst)(nil),             // 6: faultline.v1.FailFirst
+	(*HTTPMatch)(nil),             // 7: faultline.v1.HTTPMatch
+	(*HeaderMatch)(nil),           // 8: faultline.v1.HeaderMatch
+	(*GrpcFault)(nil),             // 9: faultline.v1.GrpcFault
+	(*NetworkFault)(nil),          // 10: faultline.v1.NetworkFault
+	(*TcpFault)(nil),              // 11: faultline.v1.TcpFault
+	(*Toxic)(nil),                 // 12: faultline.v1.Toxic
+	(*LatencyToxic)(nil),          // 13: faultline.v1.LatencyToxic
+	(*BandwidthToxic)(nil),        // 14: faultline.v1.BandwidthToxic
+	(*TimeoutToxic)(nil),          // 15: faultline.v1.TimeoutToxic
+	(*ResetPeerToxic)(nil),        // 16: faultline.v1.ResetPeerToxic
+	(*SlowCloseToxic)(nil),        // 17: faultline.v1.SlowCloseToxic
+	(*LimitDataToxic)(nil),        // 18: faultline.v1.LimitDataToxic
+	(*SlicerToxic)(nil),           // 19: faultline.v1.SlicerToxic
+	(*Counters)(nil),              // 20: faultline.v1.Counters
+	(*FaultStatus)(nil),           // 21: faultline.v1.FaultStatus
+	(*InjectResponse)(nil),        // 22: faultline.v1.InjectResponse
+	(*ListRequest)(nil),           // 23: faultline.v1.ListRequest
+	(*ListResponse)(nil),          // 24: faultline.v1.ListResponse
+	(*RevokeRequest)(nil),         // 25: faultline.v1.RevokeRequest
+	(*RevokeResponse)(nil),        // 26: faultline.v1.RevokeResponse
+	nil,                           // 27: faultline.v1.HTTPFault.ErrorHeadersEntry
+	(*durationpb.Duration)(nil),   // 28: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 29: google.protobuf.Timestamp
 }
 var file_faultline_v1_node_proto_depIdxs = []int32{
 	3,  // 0: faultline.v1.Target.pod:type_name -> faultline.v1.PodRef
 	2,  // 1: faultline.v1.InjectRequest.target:type_name -> faultline.v1.Target
-	27, // 2: faultline.v1.InjectRequest.duration:type_name -> google.protobuf.Duration
+	28, // 2: faultline.v1.InjectRequest.duration:type_name -> google.protobuf.Duration
 	5,  // 3: faultline.v1.InjectRequest.http:type_name -> faultline.v1.HTTPFault
-	8,  // 4: faultline.v1.InjectRequest.grpc:type_name -> faultline.v1.GrpcFault
-	9,  // 5: faultline.v1.InjectRequest.network:type_name -> faultline.v1.NetworkFault
-	10, // 6: faultline.v1.InjectRequest.tcp:type_name -> faultline.v1.TcpFault
-	27, // 7: faultline.v1.HTTPFault.average_delay:type_name -> google.protobuf.Duration
-	27, // 8: faultline.v1.HTTPFault.delay_variation:type_name -> google.protobuf.Duration
-	26, // 9: faultline.v1.HTTPFault.error_headers:type_name -> faultline.v1.HTTPFault.ErrorHeadersEntry
-	6,  // 10: faultline.v1.HTTPFault.match:type_name -> faultline.v1.HTTPMatch
+	9,  // 4: faultline.v1.InjectRequest.grpc:type_name -> faultline.v1.GrpcFault
+	10, // 5: faultline.v1.InjectRequest.network:type_name -> faultline.v1.NetworkFault
+	11, // 6: faultline.v1.InjectRequest.tcp:type_name -> faultline.v1.TcpFault
+	28, // 7: faultline.v1.HTTPFault.average_delay:type_name -> google.protobuf.Duration
+	28, // 8: faultline.v1.HTTPFault.delay_variation:type_name -> google.protobuf.Duration
+	27, // 9: faultline.v1.HTTPFault.error_headers:type_name -> faultline.v1.HTTPFault.ErrorHeadersEntry
+	7,  // 10: faultline.v1.HTTPFault.match:type_name -> faultline.v1.HTTPMatch
 	0,  // 11: faultline.v1.HTTPFault.delay_mode:type_name -> faultline.v1.DelayMode
-	7,  // 12: faultline.v1.HTTPMatch.headers:type_name -> faultline.v1.HeaderMatch
-	27, // 13: faultline.v1.GrpcFault.average_delay:type_name -> google.protobuf.Duration
-	27, // 14: faultline.v1.GrpcFault.delay_variation:type_name -> google.protobuf.Duration
-	7,  // 15: faultline.v1.GrpcFault.metadata:type_name -> faultline.v1.HeaderMatch
-	11, // 16: faultline.v1.TcpFault.upstream:type_name -> faultline.v1.Toxic
-	11, // 17: faultline.v1.TcpFault.downstream:type_name -> faultline.v1.Toxic
-	12, // 18: faultline.v1.Toxic.latency:type_name -> faultline.v1.LatencyToxic
-	13, // 19: faultline.v1.Toxic.bandwidth:type_name -> faultline.v1.BandwidthToxic
-	14, // 20: faultline.v1.Toxic.timeout:type_name -> faultline.v1.TimeoutToxic
-	15, // 21: faultline.v1.Toxic.reset_peer:type_name -> faultline.v1.ResetPeerToxic
-	16, // 22: faultline.v1.Toxic.slow_close:type_name -> faultline.v1.SlowCloseToxic
-	17, // 23: faultline.v1.Toxic.limit_data:type_name -> faultline.v1.LimitDataToxic
-	18, // 24: faultline.v1.Toxic.slicer:type_name -> faultline.v1.SlicerToxic
-	27, // 25: faultline.v1.LatencyToxic.latency:type_name -> google.protobuf.Duration
-	27, // 26: faultline.v1.LatencyToxic.jitter:type_name -> google.protobuf.Duration
-	27, // 27: faultline.v1.TimeoutToxic.timeout:type_name -> google.protobuf.Duration
-	27, // 28: faultline.v1.ResetPeerToxic.timeout:type_name -> google.protobuf.Duration
-	27, // 29: faultline.v1.SlowCloseToxic.delay:type_name -> google.protobuf.Duration
-	27, // 30: faultline.v1.SlicerToxic.delay:type_name -> google.protobuf.Duration
-	2,  // 31: faultline.v1.FaultStatus.target:type_name -> faultline.v1.Target
-	28, // 32: faultline.v1.FaultStatus.started:type_name -> google.protobuf.Timestamp
-	28, // 33: faultline.v1.FaultStatus.expires:type_name -> google.protobuf.Timestamp
-	19, // 34: faultline.v1.FaultStatus.counters:type_name -> faultline.v1.Counters
-	1,  // 35: faultline.v1.FaultStatus.state:type_name -> faultline.v1.FaultState
-	20, // 36: faultline.v1.InjectResponse.fault:type_name -> faultline.v1.FaultStatus
-	20, // 37: faultline.v1.ListResponse.faults:type_name -> faultline.v1.FaultStatus
-	20, // 38: faultline.v1.RevokeResponse.fault:type_name -> faultline.v1.FaultStatus
-	4,  // 39: faultline.v1.Node.Inject:input_type -> faultline.v1.InjectRequest
-	22, // 40: faultline.v1.Node.List:input_type -> faultline.v1.ListRequest
-	24, // 41: faultline.v1.Node.Revoke:input_type -> faultline.v1.RevokeRequest
-	21, // 42: faultline.v1.Node.Inject:output_type -> faultline.v1.InjectResponse
-	23, // 43: faultline.v1.Node.List:output_type -> faultline.v1.ListResponse
-	25, // 44: faultline.v1.Node.Revoke:output_type -> faultline.v1.RevokeResponse
-	42, // [42:45] is the sub-list for method output_type
-	39, // [39:42] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	6,  // 12: faultline.v1.HTTPFault.fail_first:type_name -> faultline.v1.FailFirst
+	8,  // 13: faultline.v1.HTTPMatch.headers:type_name -> faultline.v1.HeaderMatch
+	28, // 14: faultline.v1.GrpcFault.average_delay:type_name -> google.protobuf.Duration
+	28, // 15: faultline.v1.GrpcFault.delay_variation:type_name -> google.protobuf.Duration
+	8,  // 16: faultline.v1.GrpcFault.metadata:type_name -> faultline.v1.HeaderMatch
+	6,  // 17: faultline.v1.GrpcFault.fail_first:type_name -> faultline.v1.FailFirst
+	12, // 18: faultline.v1.TcpFault.upstream:type_name -> faultline.v1.Toxic
+	12, // 19: faultline.v1.TcpFault.downstream:type_name -> faultline.v1.Toxic
+	13, // 20: faultline.v1.Toxic.latency:type_name -> faultline.v1.LatencyToxic
+	14, // 21: faultline.v1.Toxic.bandwidth:type_name -> faultline.v1.BandwidthToxic
+	15, // 22: faultline.v1.Toxic.timeout:type_name -> faultline.v1.TimeoutToxic
+	16, // 23: faultline.v1.Toxic.reset_peer:type_name -> faultline.v1.ResetPeerToxic
+	17, // 24: faultline.v1.Toxic.slow_close:type_name -> faultline.v1.SlowCloseToxic
+	18, // 25: faultline.v1.Toxic.limit_data:type_name -> faultline.v1.LimitDataToxic
+	19, // 26: faultline.v1.Toxic.slicer:type_name -> faultline.v1.SlicerToxic
+	28, // 27: faultline.v1.LatencyToxic.latency:type_name -> google.protobuf.Duration
+	28, // 28: faultline.v1.LatencyToxic.jitter:type_name -> google.protobuf.Duration
+	28, // 29: faultline.v1.TimeoutToxic.timeout:type_name -> google.protobuf.Duration
+	28, // 30: faultline.v1.ResetPeerToxic.timeout:type_name -> google.protobuf.Duration
+	28, // 31: faultline.v1.SlowCloseToxic.delay:type_name -> google.protobuf.Duration
+	28, // 32: faultline.v1.SlicerToxic.delay:type_name -> google.protobuf.Duration
+	2,  // 33: faultline.v1.FaultStatus.target:type_name -> faultline.v1.Target
+	29, // 34: faultline.v1.FaultStatus.started:type_name -> google.protobuf.Timestamp
+	29, // 35: faultline.v1.FaultStatus.expires:type_name -> google.protobuf.Timestamp
+	20, // 36: faultline.v1.FaultStatus.counters:type_name -> faultline.v1.Counters
+	1,  // 37: faultline.v1.FaultStatus.state:type_name -> faultline.v1.FaultState
+	21, // 38: faultline.v1.InjectResponse.fault:type_name -> faultline.v1.FaultStatus
+	21, // 39: faultline.v1.ListResponse.faults:type_name -> faultline.v1.FaultStatus
+	21, // 40: faultline.v1.RevokeResponse.fault:type_name -> faultline.v1.FaultStatus
+	4,  // 41: faultline.v1.Node.Inject:input_type -> faultline.v1.InjectRequest
+	23, // 42: faultline.v1.Node.List:input_type -> faultline.v1.ListRequest
+	25, // 43: faultline.v1.Node.Revoke:input_type -> faultline.v1.RevokeRequest
+	22, // 44: faultline.v1.Node.Inject:output_type -> faultline.v1.InjectResponse
+	24, // 45: faultline.v1.Node.List:output_type -> faultline.v1.ListResponse
+	26, // 46: faultline.v1.Node.Revoke:output_type -> faultline.v1.RevokeResponse
+	44, // [44:47] is the sub-list for method output_type
+	41, // [41:44] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_faultline_v1_node_proto_init() }
@@ -2277,9 +2366,9 @@ func file_faultline_v1_node_proto_init() {
 		(*InjectRequest_Tcp)(nil),
 	}
 	file_faultline_v1_node_proto_msgTypes[3].OneofWrappers = []any{}
-	file_faultline_v1_node_proto_msgTypes[6].OneofWrappers = []any{}
 	file_faultline_v1_node_proto_msgTypes[7].OneofWrappers = []any{}
-	file_faultline_v1_node_proto_msgTypes[9].OneofWrappers = []any{
+	file_faultline_v1_node_proto_msgTypes[8].OneofWrappers = []any{}
+	file_faultline_v1_node_proto_msgTypes[10].OneofWrappers = []any{
 		(*Toxic_Latency)(nil),
 		(*Toxic_Bandwidth)(nil),
 		(*Toxic_Timeout)(nil),
@@ -2294,7 +2383,7 @@ func file_faultline_v1_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_faultline_v1_node_proto_rawDesc), len(file_faultline_v1_node_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   25,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
