@@ -313,7 +313,8 @@ func TestHTTP2FloodsEndAsWithGo(t *testing.T) {
 // small requests pass, a complete large head gives its share back, and
 // large heads arrive intact.
 func TestHeadBudgetBoundsStalledLargeHeads(t *testing.T) {
-	p := &Proxy{HeadBudget: NewHeadBudget(2 * maxHead)}
+	budget := NewHeadBudget(2 * maxHead)
+	p := &Proxy{HeadBudget: budget}
 	var cookie atomic.Value
 	addr := proxyWith(t, p, &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		cookie.Store(r.Header.Get("Cookie"))
@@ -334,8 +335,16 @@ func TestHeadBudgetBoundsStalledLargeHeads(t *testing.T) {
 		line, _ := bufio.NewReader(c).ReadString('\n')
 		return strings.TrimSpace(line)
 	}
+	holding := func(n int64) { // wait until n heads hold their share
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); budget.used.Load() != n*maxHead; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the budget holds %d bytes, want %d heads' worth", budget.used.Load(), n)
+			}
+		}
+	}
 	first, _ := stall(), stall()
-	time.Sleep(100 * time.Millisecond) // both hold their share
+	holding(2)
 	if got := status(stall()); got != "HTTP/1.1 431 Request Header Fields Too Large" {
 		t.Fatalf("a third stalled large head: %q, want 431", got)
 	}
@@ -347,7 +356,7 @@ func TestHeadBudgetBoundsStalledLargeHeads(t *testing.T) {
 		t.Fatalf("the completed large head: %q, cookie intact %v", got, cookie.Load() == big)
 	}
 	fourth := stall()
-	time.Sleep(100 * time.Millisecond)
+	holding(2)
 	io.WriteString(fourth, "\r\n")
 	if got := status(fourth); got != "HTTP/1.1 200 OK" {
 		t.Fatalf("a large head after one completed: %q, want 200", got)
