@@ -293,10 +293,16 @@ function failFirst(v) {
   return convert(v, { attempts: integer, keyHeader: string }, 'FailFirst');
 }
 
+// rewrite: {status, setHeaders, removeHeaders, body}, a response rewrite
+// (superset).
+function rewrite(v) {
+  return convert(v, { status: integer, setHeaders: stringMap, removeHeaders: stringList, body: string }, 'ResponseRewrite');
+}
+
 function httpFault(fault) {
   const f = convert(fault, {
     port, ...delayFields, errorRate: number, errorCode: integer, errorBody: string, exclude: string,
-    errorHeaders: stringMap, delayMode: string, keepConnections: bool, failFirst,
+    errorHeaders: stringMap, delayMode: string, keepConnections: bool, failFirst, rewrite,
     match: (v) => convert(v, { paths: stringList, methods: stringList, headers: headerMatches }, 'HTTPMatch'),
   }, 'HTTPFault');
   checkDelays(f);
@@ -316,6 +322,7 @@ function httpFault(fault) {
   if (f.delayMode !== undefined) proto.delayMode = f.delayMode === 'response' ? 'DELAY_MODE_RESPONSE' : 'DELAY_MODE_REQUEST';
   if (f.keepConnections !== undefined) proto.keepConnections = f.keepConnections;
   if (f.failFirst !== undefined) proto.failFirst = f.failFirst;
+  if (f.rewrite !== undefined) proto.rewrite = f.rewrite;
   return { fault: proto, extra };
 }
 

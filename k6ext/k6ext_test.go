@@ -384,6 +384,12 @@ func TestFailFirstField(t *testing.T) {
 	if got := f.last(); !strings.Contains(got, `"failFirst":{"attempts":2,"keyHeader":"Idempotency-Key"}`) {
 		t.Errorf("request %s", got)
 	}
+	if _, err := run(t, env, pod+`d.injectHTTPFaults({port: 8080, rewrite: {status: 503, set_headers: {'Retry-After': '2'}, removeHeaders: ['ETag'], body: ''}}, '10s');`); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.last(); !strings.Contains(got, `"rewrite":{"status":503,"setHeaders":{"Retry-After":"2"},"removeHeaders":["ETag"],"body":""}`) {
+		t.Errorf("request %s", got)
+	}
 	if _, err := run(t, env, pod+`d.injectHTTPFaults({port: 8080, errorCode: 503, failFirst: {tries: 2}}, '10s');`); err == nil || !strings.Contains(err.Error(), "unknown field tries in struct FailFirst") {
 		t.Errorf("unknown field: %v", err)
 	}

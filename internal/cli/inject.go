@@ -131,6 +131,10 @@ type httpParams struct {
 	errorHeaders            []string
 	paths, methods, headers []string
 	keepConnections         bool
+	rewriteStatus           int
+	rewriteSet, rewriteDel  []string
+	rewriteBody             string
+	flags                   *pflag.FlagSet // to tell an empty --rewrite-body from none
 }
 
 func newCmdInjectHTTP(g *globals) *cobra.Command {
@@ -155,6 +159,7 @@ Examples:
 		},
 	}
 	f := cmd.Flags()
+	p.flags = f
 	p.targetParams.bind(f)
 	f.IntVar(&p.port, "port", 0, "target port (required)")
 	p.timingParams.bind(f, "requests", "answered with --error-code")
@@ -167,6 +172,10 @@ Examples:
 	f.StringArrayVar(&p.methods, "match-method", nil, "fault only this method; repeatable")
 	f.StringArrayVar(&p.headers, "match-header", nil, "fault only requests with this header, 'Name' or 'Name=value'; repeatable")
 	f.BoolVar(&p.keepConnections, "keep-connections", false, "do not reset connections established before the fault")
+	f.IntVar(&p.rewriteStatus, "rewrite-status", 0, "replace the status of the application's responses to matching requests (rewrite, HTTP/1.1)")
+	f.StringArrayVar(&p.rewriteSet, "rewrite-header", nil, "set a header on those responses, 'Name: value'; repeatable")
+	f.StringArrayVar(&p.rewriteDel, "rewrite-remove-header", nil, "remove a header from those responses; repeatable")
+	f.StringVar(&p.rewriteBody, "rewrite-body", "", "replace the body of those responses (given, even empty, it replaces)")
 	return cmd
 }
 
@@ -190,6 +199,9 @@ func (p *httpParams) request() (*pb.InjectRequest, error) {
 		KeepConnections: p.keepConnections,
 	}
 	if h.FailFirst, err = p.failFirstProto(); err != nil {
+		return nil, err
+	}
+	if h.Rewrite, err = p.rewriteProto(); err != nil {
 		return nil, err
 	}
 	switch p.delayMode {
@@ -265,4 +277,27 @@ func (g *globals) inject(ctx context.Context, req *pb.InjectRequest) error {
 		_ = g.printStatus(resp.GetFault())
 		return errInterrupted
 	}
+}
+
+// rewriteProto is the --rewrite-* response rewrite, if any flag is given.
+func (p *httpParams) rewriteProto() (*pb.ResponseRewrite, error) {
+	bodyGiven := p.flags != nil && p.flags.Changed("rewrite-body")
+	if p.rewriteStatus == 0 && len(p.rewriteSet) == 0 && len(p.rewriteDel) == 0 && !bodyGiven {
+		return nil, nil
+	}
+	if p.rewriteStatus < 0 || p.rewriteStatus > math.MaxUint32 {
+		return nil, usagef("--rewrite-status must be an HTTP status in 200-599, got %d", p.rewriteStatus)
+	}
+	rw := &pb.ResponseRewrite{Status: uint32(p.rewriteStatus), RemoveHeaders: p.rewriteDel, SetHeaders: map[string]string{}}
+	for _, h := range p.rewriteSet {
+		name, value, ok := strings.Cut(h, ":")
+		if !ok {
+			return nil, usagef("--rewrite-header %q must look like 'Name: value'", h)
+		}
+		rw.SetHeaders[strings.TrimSpace(name)] = strings.TrimSpace(value)
+	}
+	if bodyGiven {
+		rw.Body = &p.rewriteBody
+	}
+	return rw, nil
 }

@@ -273,3 +273,27 @@ func TestFailFirst(t *testing.T) {
 		}
 	}
 }
+
+func TestRewriteRefusals(t *testing.T) {
+	body := "x"
+	empty := ""
+	for _, tc := range []struct {
+		rw   *pb.ResponseRewrite
+		want string
+	}{
+		{&pb.ResponseRewrite{}, "rewrite: give a status, headers to set or remove, or a body"},
+		{&pb.ResponseRewrite{Status: 99}, "rewrite.status must be an HTTP status in 200-599, got 99"},
+		{&pb.ResponseRewrite{Status: 204, Body: &body}, "rewrite.status 204 cannot carry a body"},
+		{&pb.ResponseRewrite{Status: 304}, `rewrite.status 304 carries no body: set rewrite.body to ""`},
+		{&pb.ResponseRewrite{SetHeaders: map[string]string{"Content-Length": "3"}}, "rewrite.setHeaders: Content-Length is set by faultline"},
+		{&pb.ResponseRewrite{RemoveHeaders: []string{"transfer-encoding"}}, "rewrite.removeHeaders: Transfer-Encoding is set by faultline"},
+		{&pb.ResponseRewrite{SetHeaders: map[string]string{"X": "a\nb"}}, "must not contain CR, LF or NUL"},
+	} {
+		if _, err := FromProto(inject(&pb.HTTPFault{Port: 80, Rewrite: tc.rw}, time.Minute)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: %v, want %q", tc.rw, err, tc.want)
+		}
+	}
+	if _, err := FromProto(inject(&pb.HTTPFault{Port: 80, Rewrite: &pb.ResponseRewrite{Status: 204, Body: &empty}}, time.Minute)); err != nil {
+		t.Errorf("204 with an empty body: %v", err)
+	}
+}

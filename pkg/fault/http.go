@@ -30,6 +30,9 @@ type HTTP struct {
 	// FailFirst, when set, answers the first attempts of each logical
 	// request with the error instead of ErrorRate.
 	FailFirst *FailFirst
+	// Rewrite, when set, changes the application's response to matching
+	// requests that are neither delayed-and-answered nor errored.
+	Rewrite *Rewrite
 	// KeepConnections leaves connections established before the fault
 	// alone; by default they are reset so that their clients reconnect
 	// through the proxy.
@@ -75,6 +78,9 @@ func (f *HTTP) Validate() error {
 		return err
 	}
 	if err := f.FailFirst.validate("failFirst"); err != nil {
+		return err
+	}
+	if err := f.Rewrite.validate(); err != nil {
 		return err
 	}
 	switch s := f.ErrorStatus; {
@@ -136,7 +142,7 @@ func (f *HTTP) Decide(r Request) Decision {
 	if !f.matches(r) {
 		return Decision{}
 	}
-	d := Decision{Matched: true, Delay: f.Delay.draw(), DelayResponse: f.DelayResponse}
+	d := Decision{Matched: true, Delay: f.Delay.draw(), DelayResponse: f.DelayResponse, Rewrite: f.Rewrite}
 	if f.FailFirst != nil {
 		if f.FailFirst.fails(r) {
 			d.Answer = f.errorAnswer()

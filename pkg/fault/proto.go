@@ -103,6 +103,7 @@ func httpFromProto(p *pb.HTTPFault) (*HTTP, error) {
 	}
 	f.Exclude = splitList(p.GetExclude())
 	f.FailFirst = failFirst(p.GetFailFirst())
+	f.Rewrite = rewrite(p.GetRewrite())
 	if m := p.GetMatch(); m != nil {
 		f.Match = Match{Paths: m.GetPaths(), Methods: m.GetMethods(), Headers: headerMatches(m.GetHeaders())}
 	}
@@ -136,6 +137,20 @@ func networkFromProto(p *pb.NetworkFault) (*Network, error) {
 		return nil, err
 	}
 	return f, f.Validate()
+}
+
+func rewrite(p *pb.ResponseRewrite) *Rewrite {
+	if p == nil {
+		return nil
+	}
+	r := &Rewrite{Status: status(p.GetStatus()), ReplaceBody: p.Body != nil, Body: []byte(p.GetBody())}
+	for _, k := range slices.Sorted(maps.Keys(p.GetSetHeaders())) {
+		r.SetHeaders = append(r.SetHeaders, HeaderField{canonical(k), p.GetSetHeaders()[k]})
+	}
+	for _, n := range p.GetRemoveHeaders() {
+		r.RemoveHeaders = append(r.RemoveHeaders, canonical(n))
+	}
+	return r
 }
 
 func failFirst(p *pb.FailFirst) *FailFirst {

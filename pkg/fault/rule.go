@@ -36,6 +36,9 @@ type Decision struct {
 	// Answer, when set, is sent to the client after the delay instead of
 	// forwarding the request.
 	Answer *Answer
+	// Rewrite, when set (and Answer is not), changes the application's
+	// response (HTTP/1.1).
+	Rewrite *Rewrite
 }
 
 // Answer is a response the proxy makes itself.

@@ -222,3 +222,29 @@ func TestFaultlinedKeepsAFileAtItsSocketPath(t *testing.T) {
 		t.Errorf("output %q, want it to say the file is not a socket", out)
 	}
 }
+
+// TestCLIRewriteSeenByCurl: a response rewrite given on the command line,
+// as Debian's curl sees it: status, headers and body replaced, framing
+// right.
+func TestCLIRewriteSeenByCurl(t *testing.T) {
+	nd := newNode(t)
+	res := make(chan cliResult, 1)
+	go func() {
+		res <- faultline(t, "inject", "http", "--socket", nd.socket, "--netns", nd.pod.Path, "--port", "8080", "--duration", "2s",
+			"--rewrite-status", "503", "--rewrite-header", "Retry-After: 2", "--rewrite-body", "come back later\n")
+	}()
+	nd.waitFaults(t, 1)
+	out, err := exec.Command("ip", "netns", "exec", nd.client.Name, "curl", "-sS", "-i", "--max-time", "5", nd.url).CombinedOutput()
+	if err != nil {
+		t.Fatalf("curl: %v: %s", err, out)
+	}
+	got := strings.ReplaceAll(string(out), "\r\n", "\n")
+	for _, want := range []string{"HTTP/1.1 503 Service Unavailable\n", "Retry-After: 2\n", "Content-Length: 16\n", "\n\ncome back later\n"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("curl -i lacks %q:\n%s", want, got)
+		}
+	}
+	if r := <-res; r.code != 0 {
+		t.Errorf("inject: exit %d: %s", r.code, r.stderr)
+	}
+}

@@ -3,6 +3,7 @@ package httpfault
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -324,7 +325,7 @@ func (c *h1) handle(req *requestHead, read time.Time) bool {
 		return c.answer(req, d.Answer)
 	}
 	if d.Delay == 0 {
-		return c.forward(req, 0, read)
+		return c.forward(req, 0, read, d.Rewrite)
 	}
 	var hold time.Duration
 	if d.DelayResponse {
@@ -339,7 +340,7 @@ func (c *h1) handle(req *requestHead, read time.Time) bool {
 			return false
 		}
 	}
-	return c.forward(req, hold, time.Time{})
+	return c.forward(req, hold, time.Time{}, d.Rewrite)
 }
 
 // watchGone closes gone when the client closes or resets its side of c
@@ -397,7 +398,7 @@ func (c *h1) answer(req *requestHead, a *fault.Answer) bool {
 // forward sends the request to the application and relays the response,
 // holding the response head for hold first. A request not delayed gives
 // the time its head was read, to observe the proxy's overhead.
-func (c *h1) forward(req *requestHead, hold time.Duration, read time.Time) bool {
+func (c *h1) forward(req *requestHead, hold time.Duration, read time.Time, rw *fault.Rewrite) bool {
 	p := c.p
 	fresh := false
 	if c.up != nil && c.upStale() {
@@ -498,7 +499,14 @@ func (c *h1) forward(req *requestHead, hold time.Duration, read time.Time) bool 
 			continue
 		}
 		p.wait(hold, nil)
-		_, _ = bw.Write(raw)
+		head, body := raw, bw // what the client gets: the app's head, its body
+		if rw != nil && kind != bodyTunnel {
+			head = rewriteHead(raw, rw, resp.status)
+			if rw.ReplaceBody {
+				body = bufio.NewWriterSize(io.Discard, 16) // read to its end, dropped
+			}
+		}
+		_, _ = bw.Write(head)
 		_, _ = c.upbr.Discard(len(raw))
 		switch kind {
 		case bodyTunnel:
@@ -508,11 +516,14 @@ func (c *h1) forward(req *requestHead, hold time.Duration, read time.Time) bool 
 			c.tunnel()
 			return false
 		case bodyLength:
-			err = copyN(bw, c.upbr, resp.contentLength)
+			err = copyN(body, c.upbr, resp.contentLength)
 		case bodyChunked:
-			err = copyChunked(bw, c.upbr)
+			err = copyChunked(body, c.upbr)
 		case bodyUntilClose:
-			err = copyUntilEOF(bw, c.upbr)
+			err = copyUntilEOF(body, c.upbr)
+		}
+		if rw != nil && rw.ReplaceBody && req.method != "HEAD" && !fault.Bodyless(cmp.Or(rw.Status, resp.status)) {
+			_, _ = bw.Write(rw.Body)
 		}
 		if err == nil {
 			err = bw.Flush()

@@ -470,7 +470,10 @@ type HTTPFault struct {
 	KeepConnections bool `protobuf:"varint,12,opt,name=keep_connections,json=keepConnections,proto3" json:"keep_connections,omitempty"`
 	// Fail the first attempts of each logical request with error_code, and
 	// let later attempts through, instead of error_rate.
-	FailFirst     *FailFirst `protobuf:"bytes,13,opt,name=fail_first,json=failFirst,proto3" json:"fail_first,omitempty"`
+	FailFirst *FailFirst `protobuf:"bytes,13,opt,name=fail_first,json=failFirst,proto3" json:"fail_first,omitempty"`
+	// Change the application's real response to matching requests that are
+	// not answered with the error (HTTP/1.1 only; HTTP/2 responses pass).
+	Rewrite       *ResponseRewrite `protobuf:"bytes,14,opt,name=rewrite,proto3" json:"rewrite,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -596,6 +599,86 @@ func (x *HTTPFault) GetFailFirst() *FailFirst {
 	return nil
 }
 
+func (x *HTTPFault) GetRewrite() *ResponseRewrite {
+	if x != nil {
+		return x.Rewrite
+	}
+	return nil
+}
+
+// ResponseRewrite changes a response: status, headers, body. Framing
+// headers (Content-Length, Transfer-Encoding, Connection) stay faultline's:
+// a replaced body is sent with its own Content-Length.
+type ResponseRewrite struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Status        uint32                 `protobuf:"varint,1,opt,name=status,proto3" json:"status,omitempty"` // 200-599; 0 keeps the application's
+	SetHeaders    map[string]string      `protobuf:"bytes,2,rep,name=set_headers,json=setHeaders,proto3" json:"set_headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	RemoveHeaders []string               `protobuf:"bytes,3,rep,name=remove_headers,json=removeHeaders,proto3" json:"remove_headers,omitempty"`
+	// The body sent instead of the application's (read to its end and
+	// dropped); unset keeps the application's body.
+	Body          *string `protobuf:"bytes,4,opt,name=body,proto3,oneof" json:"body,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResponseRewrite) Reset() {
+	*x = ResponseRewrite{}
+	mi := &file_faultline_v1_node_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResponseRewrite) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResponseRewrite) ProtoMessage() {}
+
+func (x *ResponseRewrite) ProtoReflect() protoreflect.Message {
+	mi := &file_faultline_v1_node_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResponseRewrite.ProtoReflect.Descriptor instead.
+func (*ResponseRewrite) Descriptor() ([]byte, []int) {
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ResponseRewrite) GetStatus() uint32 {
+	if x != nil {
+		return x.Status
+	}
+	return 0
+}
+
+func (x *ResponseRewrite) GetSetHeaders() map[string]string {
+	if x != nil {
+		return x.SetHeaders
+	}
+	return nil
+}
+
+func (x *ResponseRewrite) GetRemoveHeaders() []string {
+	if x != nil {
+		return x.RemoveHeaders
+	}
+	return nil
+}
+
+func (x *ResponseRewrite) GetBody() string {
+	if x != nil && x.Body != nil {
+		return *x.Body
+	}
+	return ""
+}
+
 // FailFirst makes "retries fix it" deterministic: the first `attempts`
 // attempts of each logical request get the fault's error, later ones
 // pass. A logical request is named by the value of key_header (e.g.
@@ -612,7 +695,7 @@ type FailFirst struct {
 
 func (x *FailFirst) Reset() {
 	*x = FailFirst{}
-	mi := &file_faultline_v1_node_proto_msgTypes[4]
+	mi := &file_faultline_v1_node_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -624,7 +707,7 @@ func (x *FailFirst) String() string {
 func (*FailFirst) ProtoMessage() {}
 
 func (x *FailFirst) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[4]
+	mi := &file_faultline_v1_node_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -637,7 +720,7 @@ func (x *FailFirst) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailFirst.ProtoReflect.Descriptor instead.
 func (*FailFirst) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{4}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *FailFirst) GetAttempts() uint32 {
@@ -668,7 +751,7 @@ type HTTPMatch struct {
 
 func (x *HTTPMatch) Reset() {
 	*x = HTTPMatch{}
-	mi := &file_faultline_v1_node_proto_msgTypes[5]
+	mi := &file_faultline_v1_node_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -680,7 +763,7 @@ func (x *HTTPMatch) String() string {
 func (*HTTPMatch) ProtoMessage() {}
 
 func (x *HTTPMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[5]
+	mi := &file_faultline_v1_node_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -693,7 +776,7 @@ func (x *HTTPMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HTTPMatch.ProtoReflect.Descriptor instead.
 func (*HTTPMatch) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{5}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *HTTPMatch) GetPaths() []string {
@@ -728,7 +811,7 @@ type HeaderMatch struct {
 
 func (x *HeaderMatch) Reset() {
 	*x = HeaderMatch{}
-	mi := &file_faultline_v1_node_proto_msgTypes[6]
+	mi := &file_faultline_v1_node_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -740,7 +823,7 @@ func (x *HeaderMatch) String() string {
 func (*HeaderMatch) ProtoMessage() {}
 
 func (x *HeaderMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[6]
+	mi := &file_faultline_v1_node_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -753,7 +836,7 @@ func (x *HeaderMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderMatch.ProtoReflect.Descriptor instead.
 func (*HeaderMatch) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{6}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *HeaderMatch) GetName() string {
@@ -806,7 +889,7 @@ type GrpcFault struct {
 
 func (x *GrpcFault) Reset() {
 	*x = GrpcFault{}
-	mi := &file_faultline_v1_node_proto_msgTypes[7]
+	mi := &file_faultline_v1_node_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -818,7 +901,7 @@ func (x *GrpcFault) String() string {
 func (*GrpcFault) ProtoMessage() {}
 
 func (x *GrpcFault) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[7]
+	mi := &file_faultline_v1_node_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -831,7 +914,7 @@ func (x *GrpcFault) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrpcFault.ProtoReflect.Descriptor instead.
 func (*GrpcFault) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{7}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GrpcFault) GetPort() uint32 {
@@ -936,7 +1019,7 @@ type NetworkFault struct {
 
 func (x *NetworkFault) Reset() {
 	*x = NetworkFault{}
-	mi := &file_faultline_v1_node_proto_msgTypes[8]
+	mi := &file_faultline_v1_node_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -948,7 +1031,7 @@ func (x *NetworkFault) String() string {
 func (*NetworkFault) ProtoMessage() {}
 
 func (x *NetworkFault) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[8]
+	mi := &file_faultline_v1_node_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -961,7 +1044,7 @@ func (x *NetworkFault) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkFault.ProtoReflect.Descriptor instead.
 func (*NetworkFault) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{8}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *NetworkFault) GetPort() uint32 {
@@ -1009,7 +1092,7 @@ type TcpFault struct {
 
 func (x *TcpFault) Reset() {
 	*x = TcpFault{}
-	mi := &file_faultline_v1_node_proto_msgTypes[9]
+	mi := &file_faultline_v1_node_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1021,7 +1104,7 @@ func (x *TcpFault) String() string {
 func (*TcpFault) ProtoMessage() {}
 
 func (x *TcpFault) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[9]
+	mi := &file_faultline_v1_node_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1034,7 +1117,7 @@ func (x *TcpFault) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TcpFault.ProtoReflect.Descriptor instead.
 func (*TcpFault) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{9}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *TcpFault) GetPort() uint32 {
@@ -1080,7 +1163,7 @@ type Toxic struct {
 
 func (x *Toxic) Reset() {
 	*x = Toxic{}
-	mi := &file_faultline_v1_node_proto_msgTypes[10]
+	mi := &file_faultline_v1_node_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1092,7 +1175,7 @@ func (x *Toxic) String() string {
 func (*Toxic) ProtoMessage() {}
 
 func (x *Toxic) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[10]
+	mi := &file_faultline_v1_node_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1105,7 +1188,7 @@ func (x *Toxic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Toxic.ProtoReflect.Descriptor instead.
 func (*Toxic) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{10}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Toxic) GetToxicity() float64 {
@@ -1255,7 +1338,7 @@ type LatencyToxic struct {
 
 func (x *LatencyToxic) Reset() {
 	*x = LatencyToxic{}
-	mi := &file_faultline_v1_node_proto_msgTypes[11]
+	mi := &file_faultline_v1_node_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1267,7 +1350,7 @@ func (x *LatencyToxic) String() string {
 func (*LatencyToxic) ProtoMessage() {}
 
 func (x *LatencyToxic) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[11]
+	mi := &file_faultline_v1_node_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1280,7 +1363,7 @@ func (x *LatencyToxic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LatencyToxic.ProtoReflect.Descriptor instead.
 func (*LatencyToxic) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{11}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *LatencyToxic) GetLatency() *durationpb.Duration {
@@ -1306,7 +1389,7 @@ type BandwidthToxic struct {
 
 func (x *BandwidthToxic) Reset() {
 	*x = BandwidthToxic{}
-	mi := &file_faultline_v1_node_proto_msgTypes[12]
+	mi := &file_faultline_v1_node_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1318,7 +1401,7 @@ func (x *BandwidthToxic) String() string {
 func (*BandwidthToxic) ProtoMessage() {}
 
 func (x *BandwidthToxic) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[12]
+	mi := &file_faultline_v1_node_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1331,7 +1414,7 @@ func (x *BandwidthToxic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BandwidthToxic.ProtoReflect.Descriptor instead.
 func (*BandwidthToxic) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{12}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *BandwidthToxic) GetRate() uint64 {
@@ -1350,7 +1433,7 @@ type TimeoutToxic struct {
 
 func (x *TimeoutToxic) Reset() {
 	*x = TimeoutToxic{}
-	mi := &file_faultline_v1_node_proto_msgTypes[13]
+	mi := &file_faultline_v1_node_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1362,7 +1445,7 @@ func (x *TimeoutToxic) String() string {
 func (*TimeoutToxic) ProtoMessage() {}
 
 func (x *TimeoutToxic) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[13]
+	mi := &file_faultline_v1_node_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1375,7 +1458,7 @@ func (x *TimeoutToxic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimeoutToxic.ProtoReflect.Descriptor instead.
 func (*TimeoutToxic) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{13}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *TimeoutToxic) GetTimeout() *durationpb.Duration {
@@ -1394,7 +1477,7 @@ type ResetPeerToxic struct {
 
 func (x *ResetPeerToxic) Reset() {
 	*x = ResetPeerToxic{}
-	mi := &file_faultline_v1_node_proto_msgTypes[14]
+	mi := &file_faultline_v1_node_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1406,7 +1489,7 @@ func (x *ResetPeerToxic) String() string {
 func (*ResetPeerToxic) ProtoMessage() {}
 
 func (x *ResetPeerToxic) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[14]
+	mi := &file_faultline_v1_node_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1419,7 +1502,7 @@ func (x *ResetPeerToxic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetPeerToxic.ProtoReflect.Descriptor instead.
 func (*ResetPeerToxic) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{14}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ResetPeerToxic) GetTimeout() *durationpb.Duration {
@@ -1438,7 +1521,7 @@ type SlowCloseToxic struct {
 
 func (x *SlowCloseToxic) Reset() {
 	*x = SlowCloseToxic{}
-	mi := &file_faultline_v1_node_proto_msgTypes[15]
+	mi := &file_faultline_v1_node_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1450,7 +1533,7 @@ func (x *SlowCloseToxic) String() string {
 func (*SlowCloseToxic) ProtoMessage() {}
 
 func (x *SlowCloseToxic) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[15]
+	mi := &file_faultline_v1_node_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1463,7 +1546,7 @@ func (x *SlowCloseToxic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlowCloseToxic.ProtoReflect.Descriptor instead.
 func (*SlowCloseToxic) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{15}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SlowCloseToxic) GetDelay() *durationpb.Duration {
@@ -1482,7 +1565,7 @@ type LimitDataToxic struct {
 
 func (x *LimitDataToxic) Reset() {
 	*x = LimitDataToxic{}
-	mi := &file_faultline_v1_node_proto_msgTypes[16]
+	mi := &file_faultline_v1_node_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1494,7 +1577,7 @@ func (x *LimitDataToxic) String() string {
 func (*LimitDataToxic) ProtoMessage() {}
 
 func (x *LimitDataToxic) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[16]
+	mi := &file_faultline_v1_node_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1507,7 +1590,7 @@ func (x *LimitDataToxic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LimitDataToxic.ProtoReflect.Descriptor instead.
 func (*LimitDataToxic) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{16}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *LimitDataToxic) GetBytes() uint64 {
@@ -1528,7 +1611,7 @@ type SlicerToxic struct {
 
 func (x *SlicerToxic) Reset() {
 	*x = SlicerToxic{}
-	mi := &file_faultline_v1_node_proto_msgTypes[17]
+	mi := &file_faultline_v1_node_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1540,7 +1623,7 @@ func (x *SlicerToxic) String() string {
 func (*SlicerToxic) ProtoMessage() {}
 
 func (x *SlicerToxic) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[17]
+	mi := &file_faultline_v1_node_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1553,7 +1636,7 @@ func (x *SlicerToxic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlicerToxic.ProtoReflect.Descriptor instead.
 func (*SlicerToxic) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{17}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SlicerToxic) GetAverageSize() uint64 {
@@ -1602,7 +1685,7 @@ type Counters struct {
 
 func (x *Counters) Reset() {
 	*x = Counters{}
-	mi := &file_faultline_v1_node_proto_msgTypes[18]
+	mi := &file_faultline_v1_node_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1614,7 +1697,7 @@ func (x *Counters) String() string {
 func (*Counters) ProtoMessage() {}
 
 func (x *Counters) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[18]
+	mi := &file_faultline_v1_node_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1627,7 +1710,7 @@ func (x *Counters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Counters.ProtoReflect.Descriptor instead.
 func (*Counters) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{18}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Counters) GetRequests() uint64 {
@@ -1756,7 +1839,7 @@ type FaultStatus struct {
 
 func (x *FaultStatus) Reset() {
 	*x = FaultStatus{}
-	mi := &file_faultline_v1_node_proto_msgTypes[19]
+	mi := &file_faultline_v1_node_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1768,7 +1851,7 @@ func (x *FaultStatus) String() string {
 func (*FaultStatus) ProtoMessage() {}
 
 func (x *FaultStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[19]
+	mi := &file_faultline_v1_node_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1781,7 +1864,7 @@ func (x *FaultStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FaultStatus.ProtoReflect.Descriptor instead.
 func (*FaultStatus) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{19}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *FaultStatus) GetId() string {
@@ -1864,7 +1947,7 @@ type InjectResponse struct {
 
 func (x *InjectResponse) Reset() {
 	*x = InjectResponse{}
-	mi := &file_faultline_v1_node_proto_msgTypes[20]
+	mi := &file_faultline_v1_node_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1876,7 +1959,7 @@ func (x *InjectResponse) String() string {
 func (*InjectResponse) ProtoMessage() {}
 
 func (x *InjectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[20]
+	mi := &file_faultline_v1_node_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1889,7 +1972,7 @@ func (x *InjectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InjectResponse.ProtoReflect.Descriptor instead.
 func (*InjectResponse) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{20}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *InjectResponse) GetFault() *FaultStatus {
@@ -1907,7 +1990,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_faultline_v1_node_proto_msgTypes[21]
+	mi := &file_faultline_v1_node_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1919,7 +2002,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[21]
+	mi := &file_faultline_v1_node_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1932,7 +2015,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{21}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{22}
 }
 
 type ListResponse struct {
@@ -1944,7 +2027,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_faultline_v1_node_proto_msgTypes[22]
+	mi := &file_faultline_v1_node_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1956,7 +2039,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[22]
+	mi := &file_faultline_v1_node_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1969,7 +2052,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{22}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListResponse) GetFaults() []*FaultStatus {
@@ -1988,7 +2071,7 @@ type RevokeRequest struct {
 
 func (x *RevokeRequest) Reset() {
 	*x = RevokeRequest{}
-	mi := &file_faultline_v1_node_proto_msgTypes[23]
+	mi := &file_faultline_v1_node_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2000,7 +2083,7 @@ func (x *RevokeRequest) String() string {
 func (*RevokeRequest) ProtoMessage() {}
 
 func (x *RevokeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[23]
+	mi := &file_faultline_v1_node_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2013,7 +2096,7 @@ func (x *RevokeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeRequest.ProtoReflect.Descriptor instead.
 func (*RevokeRequest) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{23}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RevokeRequest) GetId() string {
@@ -2032,7 +2115,7 @@ type RevokeResponse struct {
 
 func (x *RevokeResponse) Reset() {
 	*x = RevokeResponse{}
-	mi := &file_faultline_v1_node_proto_msgTypes[24]
+	mi := &file_faultline_v1_node_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2044,7 +2127,7 @@ func (x *RevokeResponse) String() string {
 func (*RevokeResponse) ProtoMessage() {}
 
 func (x *RevokeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[24]
+	mi := &file_faultline_v1_node_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2057,7 +2140,7 @@ func (x *RevokeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeResponse.ProtoReflect.Descriptor instead.
 func (*RevokeResponse) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{24}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RevokeResponse) GetFault() *FaultStatus {
@@ -2091,7 +2174,7 @@ const file_faultline_v1_node_proto_rawDesc = "" +
 	"\x04grpc\x18\v \x01(\v2\x17.faultline.v1.GrpcFaultH\x00R\x04grpc\x126\n" +
 	"\anetwork\x18\f \x01(\v2\x1a.faultline.v1.NetworkFaultH\x00R\anetwork\x12*\n" +
 	"\x03tcp\x18\r \x01(\v2\x16.faultline.v1.TcpFaultH\x00R\x03tcpB\a\n" +
-	"\x05fault\"\xa8\x05\n" +
+	"\x05fault\"\xe1\x05\n" +
 	"\tHTTPFault\x12\x12\n" +
 	"\x04port\x18\x01 \x01(\rR\x04port\x12>\n" +
 	"\raverage_delay\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\faverageDelay\x12B\n" +
@@ -2112,11 +2195,22 @@ const file_faultline_v1_node_proto_rawDesc = "" +
 	"delay_mode\x18\v \x01(\x0e2\x17.faultline.v1.DelayModeR\tdelayMode\x12)\n" +
 	"\x10keep_connections\x18\f \x01(\bR\x0fkeepConnections\x126\n" +
 	"\n" +
-	"fail_first\x18\r \x01(\v2\x17.faultline.v1.FailFirstR\tfailFirst\x1a?\n" +
+	"fail_first\x18\r \x01(\v2\x17.faultline.v1.FailFirstR\tfailFirst\x127\n" +
+	"\arewrite\x18\x0e \x01(\v2\x1d.faultline.v1.ResponseRewriteR\arewrite\x1a?\n" +
 	"\x11ErrorHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\r\n" +
-	"\v_delay_rate\"F\n" +
+	"\v_delay_rate\"\x81\x02\n" +
+	"\x0fResponseRewrite\x12\x16\n" +
+	"\x06status\x18\x01 \x01(\rR\x06status\x12N\n" +
+	"\vset_headers\x18\x02 \x03(\v2-.faultline.v1.ResponseRewrite.SetHeadersEntryR\n" +
+	"setHeaders\x12%\n" +
+	"\x0eremove_headers\x18\x03 \x03(\tR\rremoveHeaders\x12\x17\n" +
+	"\x04body\x18\x04 \x01(\tH\x00R\x04body\x88\x01\x01\x1a=\n" +
+	"\x0fSetHeadersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\a\n" +
+	"\x05_body\"F\n" +
 	"\tFailFirst\x12\x1a\n" +
 	"\battempts\x18\x01 \x01(\rR\battempts\x12\x1d\n" +
 	"\n" +
@@ -2261,7 +2355,7 @@ func file_faultline_v1_node_proto_rawDescGZIP() []byte {
 }
 
 var file_faultline_v1_node_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_faultline_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_faultline_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_faultline_v1_node_proto_goTypes = []any{
 	(DelayMode)(0),                // 0: faultline.v1.DelayMode
 	(FaultState)(0),               // 1: faultline.v1.FaultState
@@ -2269,84 +2363,88 @@ var file_faultline_v1_node_proto_goTypes = []any{
 	(*PodRef)(nil),                // 3: faultline.v1.PodRef
 	(*InjectRequest)(nil),         // 4: faultline.v1.InjectRequest
 	(*HTTPFault)(nil),             // 5: faultline.v1.HTTPFault
-	(*FailFirst)(nil),             // 6: faultline.v1.FailFirst
-	(*HTTPMatch)(nil),             // 7: faultline.v1.HTTPMatch
-	(*HeaderMatch)(nil),           // 8: faultline.v1.HeaderMatch
-	(*GrpcFault)(nil),             // 9: faultline.v1.GrpcFault
-	(*NetworkFault)(nil),          // 10: faultline.v1.NetworkFault
-	(*TcpFault)(nil),              // 11: faultline.v1.TcpFault
-	(*Toxic)(nil),                 // 12: faultline.v1.Toxic
-	(*LatencyToxic)(nil),          // 13: faultline.v1.LatencyToxic
-	(*BandwidthToxic)(nil),        // 14: faultline.v1.BandwidthToxic
-	(*TimeoutToxic)(nil),          // 15: faultline.v1.TimeoutToxic
-	(*ResetPeerToxic)(nil),        // 16: faultline.v1.ResetPeerToxic
-	(*SlowCloseToxic)(nil),        // 17: faultline.v1.SlowCloseToxic
-	(*LimitDataToxic)(nil),        // 18: faultline.v1.LimitDataToxic
-	(*SlicerToxic)(nil),           // 19: faultline.v1.SlicerToxic
-	(*Counters)(nil),              // 20: faultline.v1.Counters
-	(*FaultStatus)(nil),           // 21: faultline.v1.FaultStatus
-	(*InjectResponse)(nil),        // 22: faultline.v1.InjectResponse
-	(*ListRequest)(nil),           // 23: faultline.v1.ListRequest
-	(*ListResponse)(nil),          // 24: faultline.v1.ListResponse
-	(*RevokeRequest)(nil),         // 25: faultline.v1.RevokeRequest
-	(*RevokeResponse)(nil),        // 26: faultline.v1.RevokeResponse
-	nil,                           // 27: faultline.v1.HTTPFault.ErrorHeadersEntry
-	(*durationpb.Duration)(nil),   // 28: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 29: google.protobuf.Timestamp
+	(*ResponseRewrite)(nil),       // 6: faultline.v1.ResponseRewrite
+	(*FailFirst)(nil),             // 7: faultline.v1.FailFirst
+	(*HTTPMatch)(nil),             // 8: faultline.v1.HTTPMatch
+	(*HeaderMatch)(nil),           // 9: faultline.v1.HeaderMatch
+	(*GrpcFault)(nil),             // 10: faultline.v1.GrpcFault
+	(*NetworkFault)(nil),          // 11: faultline.v1.NetworkFault
+	(*TcpFault)(nil),              // 12: faultline.v1.TcpFault
+	(*Toxic)(nil),                 // 13: faultline.v1.Toxic
+	(*LatencyToxic)(nil),          // 14: faultline.v1.LatencyToxic
+	(*BandwidthToxic)(nil),        // 15: faultline.v1.BandwidthToxic
+	(*TimeoutToxic)(nil),          // 16: faultline.v1.TimeoutToxic
+	(*ResetPeerToxic)(nil),        // 17: faultline.v1.ResetPeerToxic
+	(*SlowCloseToxic)(nil),        // 18: faultline.v1.SlowCloseToxic
+	(*LimitDataToxic)(nil),        // 19: faultline.v1.LimitDataToxic
+	(*SlicerToxic)(nil),           // 20: faultline.v1.SlicerToxic
+	(*Counters)(nil),              // 21: faultline.v1.Counters
+	(*FaultStatus)(nil),           // 22: faultline.v1.FaultStatus
+	(*InjectResponse)(nil),        // 23: faultline.v1.InjectResponse
+	(*ListRequest)(nil),           // 24: faultline.v1.ListRequest
+	(*ListResponse)(nil),          // 25: faultline.v1.ListResponse
+	(*RevokeRequest)(nil),         // 26: faultline.v1.RevokeRequest
+	(*RevokeResponse)(nil),        // 27: faultline.v1.RevokeResponse
+	nil,                           // 28: faultline.v1.HTTPFault.ErrorHeadersEntry
+	nil,                           // 29: faultline.v1.ResponseRewrite.SetHeadersEntry
+	(*durationpb.Duration)(nil),   // 30: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 31: google.protobuf.Timestamp
 }
 var file_faultline_v1_node_proto_depIdxs = []int32{
 	3,  // 0: faultline.v1.Target.pod:type_name -> faultline.v1.PodRef
 	2,  // 1: faultline.v1.InjectRequest.target:type_name -> faultline.v1.Target
-	28, // 2: faultline.v1.InjectRequest.duration:type_name -> google.protobuf.Duration
+	30, // 2: faultline.v1.InjectRequest.duration:type_name -> google.protobuf.Duration
 	5,  // 3: faultline.v1.InjectRequest.http:type_name -> faultline.v1.HTTPFault
-	9,  // 4: faultline.v1.InjectRequest.grpc:type_name -> faultline.v1.GrpcFault
-	10, // 5: faultline.v1.InjectRequest.network:type_name -> faultline.v1.NetworkFault
-	11, // 6: faultline.v1.InjectRequest.tcp:type_name -> faultline.v1.TcpFault
-	28, // 7: faultline.v1.HTTPFault.average_delay:type_name -> google.protobuf.Duration
-	28, // 8: faultline.v1.HTTPFault.delay_variation:type_name -> google.protobuf.Duration
-	27, // 9: faultline.v1.HTTPFault.error_headers:type_name -> faultline.v1.HTTPFault.ErrorHeadersEntry
-	7,  // 10: faultline.v1.HTTPFault.match:type_name -> faultline.v1.HTTPMatch
+	10, // 4: faultline.v1.InjectRequest.grpc:type_name -> faultline.v1.GrpcFault
+	11, // 5: faultline.v1.InjectRequest.network:type_name -> faultline.v1.NetworkFault
+	12, // 6: faultline.v1.InjectRequest.tcp:type_name -> faultline.v1.TcpFault
+	30, // 7: faultline.v1.HTTPFault.average_delay:type_name -> google.protobuf.Duration
+	30, // 8: faultline.v1.HTTPFault.delay_variation:type_name -> google.protobuf.Duration
+	28, // 9: faultline.v1.HTTPFault.error_headers:type_name -> faultline.v1.HTTPFault.ErrorHeadersEntry
+	8,  // 10: faultline.v1.HTTPFault.match:type_name -> faultline.v1.HTTPMatch
 	0,  // 11: faultline.v1.HTTPFault.delay_mode:type_name -> faultline.v1.DelayMode
-	6,  // 12: faultline.v1.HTTPFault.fail_first:type_name -> faultline.v1.FailFirst
-	8,  // 13: faultline.v1.HTTPMatch.headers:type_name -> faultline.v1.HeaderMatch
-	28, // 14: faultline.v1.GrpcFault.average_delay:type_name -> google.protobuf.Duration
-	28, // 15: faultline.v1.GrpcFault.delay_variation:type_name -> google.protobuf.Duration
-	8,  // 16: faultline.v1.GrpcFault.metadata:type_name -> faultline.v1.HeaderMatch
-	6,  // 17: faultline.v1.GrpcFault.fail_first:type_name -> faultline.v1.FailFirst
-	12, // 18: faultline.v1.TcpFault.upstream:type_name -> faultline.v1.Toxic
-	12, // 19: faultline.v1.TcpFault.downstream:type_name -> faultline.v1.Toxic
-	13, // 20: faultline.v1.Toxic.latency:type_name -> faultline.v1.LatencyToxic
-	14, // 21: faultline.v1.Toxic.bandwidth:type_name -> faultline.v1.BandwidthToxic
-	15, // 22: faultline.v1.Toxic.timeout:type_name -> faultline.v1.TimeoutToxic
-	16, // 23: faultline.v1.Toxic.reset_peer:type_name -> faultline.v1.ResetPeerToxic
-	17, // 24: faultline.v1.Toxic.slow_close:type_name -> faultline.v1.SlowCloseToxic
-	18, // 25: faultline.v1.Toxic.limit_data:type_name -> faultline.v1.LimitDataToxic
-	19, // 26: faultline.v1.Toxic.slicer:type_name -> faultline.v1.SlicerToxic
-	28, // 27: faultline.v1.LatencyToxic.latency:type_name -> google.protobuf.Duration
-	28, // 28: faultline.v1.LatencyToxic.jitter:type_name -> google.protobuf.Duration
-	28, // 29: faultline.v1.TimeoutToxic.timeout:type_name -> google.protobuf.Duration
-	28, // 30: faultline.v1.ResetPeerToxic.timeout:type_name -> google.protobuf.Duration
-	28, // 31: faultline.v1.SlowCloseToxic.delay:type_name -> google.protobuf.Duration
-	28, // 32: faultline.v1.SlicerToxic.delay:type_name -> google.protobuf.Duration
-	2,  // 33: faultline.v1.FaultStatus.target:type_name -> faultline.v1.Target
-	29, // 34: faultline.v1.FaultStatus.started:type_name -> google.protobuf.Timestamp
-	29, // 35: faultline.v1.FaultStatus.expires:type_name -> google.protobuf.Timestamp
-	20, // 36: faultline.v1.FaultStatus.counters:type_name -> faultline.v1.Counters
-	1,  // 37: faultline.v1.FaultStatus.state:type_name -> faultline.v1.FaultState
-	21, // 38: faultline.v1.InjectResponse.fault:type_name -> faultline.v1.FaultStatus
-	21, // 39: faultline.v1.ListResponse.faults:type_name -> faultline.v1.FaultStatus
-	21, // 40: faultline.v1.RevokeResponse.fault:type_name -> faultline.v1.FaultStatus
-	4,  // 41: faultline.v1.Node.Inject:input_type -> faultline.v1.InjectRequest
-	23, // 42: faultline.v1.Node.List:input_type -> faultline.v1.ListRequest
-	25, // 43: faultline.v1.Node.Revoke:input_type -> faultline.v1.RevokeRequest
-	22, // 44: faultline.v1.Node.Inject:output_type -> faultline.v1.InjectResponse
-	24, // 45: faultline.v1.Node.List:output_type -> faultline.v1.ListResponse
-	26, // 46: faultline.v1.Node.Revoke:output_type -> faultline.v1.RevokeResponse
-	44, // [44:47] is the sub-list for method output_type
-	41, // [41:44] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	7,  // 12: faultline.v1.HTTPFault.fail_first:type_name -> faultline.v1.FailFirst
+	6,  // 13: faultline.v1.HTTPFault.rewrite:type_name -> faultline.v1.ResponseRewrite
+	29, // 14: faultline.v1.ResponseRewrite.set_headers:type_name -> faultline.v1.ResponseRewrite.SetHeadersEntry
+	9,  // 15: faultline.v1.HTTPMatch.headers:type_name -> faultline.v1.HeaderMatch
+	30, // 16: faultline.v1.GrpcFault.average_delay:type_name -> google.protobuf.Duration
+	30, // 17: faultline.v1.GrpcFault.delay_variation:type_name -> google.protobuf.Duration
+	9,  // 18: faultline.v1.GrpcFault.metadata:type_name -> faultline.v1.HeaderMatch
+	7,  // 19: faultline.v1.GrpcFault.fail_first:type_name -> faultline.v1.FailFirst
+	13, // 20: faultline.v1.TcpFault.upstream:type_name -> faultline.v1.Toxic
+	13, // 21: faultline.v1.TcpFault.downstream:type_name -> faultline.v1.Toxic
+	14, // 22: faultline.v1.Toxic.latency:type_name -> faultline.v1.LatencyToxic
+	15, // 23: faultline.v1.Toxic.bandwidth:type_name -> faultline.v1.BandwidthToxic
+	16, // 24: faultline.v1.Toxic.timeout:type_name -> faultline.v1.TimeoutToxic
+	17, // 25: faultline.v1.Toxic.reset_peer:type_name -> faultline.v1.ResetPeerToxic
+	18, // 26: faultline.v1.Toxic.slow_close:type_name -> faultline.v1.SlowCloseToxic
+	19, // 27: faultline.v1.Toxic.limit_data:type_name -> faultline.v1.LimitDataToxic
+	20, // 28: faultline.v1.Toxic.slicer:type_name -> faultline.v1.SlicerToxic
+	30, // 29: faultline.v1.LatencyToxic.latency:type_name -> google.protobuf.Duration
+	30, // 30: faultline.v1.LatencyToxic.jitter:type_name -> google.protobuf.Duration
+	30, // 31: faultline.v1.TimeoutToxic.timeout:type_name -> google.protobuf.Duration
+	30, // 32: faultline.v1.ResetPeerToxic.timeout:type_name -> google.protobuf.Duration
+	30, // 33: faultline.v1.SlowCloseToxic.delay:type_name -> google.protobuf.Duration
+	30, // 34: faultline.v1.SlicerToxic.delay:type_name -> google.protobuf.Duration
+	2,  // 35: faultline.v1.FaultStatus.target:type_name -> faultline.v1.Target
+	31, // 36: faultline.v1.FaultStatus.started:type_name -> google.protobuf.Timestamp
+	31, // 37: faultline.v1.FaultStatus.expires:type_name -> google.protobuf.Timestamp
+	21, // 38: faultline.v1.FaultStatus.counters:type_name -> faultline.v1.Counters
+	1,  // 39: faultline.v1.FaultStatus.state:type_name -> faultline.v1.FaultState
+	22, // 40: faultline.v1.InjectResponse.fault:type_name -> faultline.v1.FaultStatus
+	22, // 41: faultline.v1.ListResponse.faults:type_name -> faultline.v1.FaultStatus
+	22, // 42: faultline.v1.RevokeResponse.fault:type_name -> faultline.v1.FaultStatus
+	4,  // 43: faultline.v1.Node.Inject:input_type -> faultline.v1.InjectRequest
+	24, // 44: faultline.v1.Node.List:input_type -> faultline.v1.ListRequest
+	26, // 45: faultline.v1.Node.Revoke:input_type -> faultline.v1.RevokeRequest
+	23, // 46: faultline.v1.Node.Inject:output_type -> faultline.v1.InjectResponse
+	25, // 47: faultline.v1.Node.List:output_type -> faultline.v1.ListResponse
+	27, // 48: faultline.v1.Node.Revoke:output_type -> faultline.v1.RevokeResponse
+	46, // [46:49] is the sub-list for method output_type
+	43, // [43:46] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_faultline_v1_node_proto_init() }
@@ -2366,9 +2464,10 @@ func file_faultline_v1_node_proto_init() {
 		(*InjectRequest_Tcp)(nil),
 	}
 	file_faultline_v1_node_proto_msgTypes[3].OneofWrappers = []any{}
-	file_faultline_v1_node_proto_msgTypes[7].OneofWrappers = []any{}
+	file_faultline_v1_node_proto_msgTypes[4].OneofWrappers = []any{}
 	file_faultline_v1_node_proto_msgTypes[8].OneofWrappers = []any{}
-	file_faultline_v1_node_proto_msgTypes[10].OneofWrappers = []any{
+	file_faultline_v1_node_proto_msgTypes[9].OneofWrappers = []any{}
+	file_faultline_v1_node_proto_msgTypes[11].OneofWrappers = []any{
 		(*Toxic_Latency)(nil),
 		(*Toxic_Bandwidth)(nil),
 		(*Toxic_Timeout)(nil),
@@ -2383,7 +2482,7 @@ func file_faultline_v1_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_faultline_v1_node_proto_rawDesc), len(file_faultline_v1_node_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   26,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
