@@ -3,6 +3,12 @@
 // (make bench, as root). Every figure is a ratio or a difference against a
 // baseline measured in the same run: these machines are shared and noisy.
 //
+// The first table's last column is this tree's tcp relay, with a toxic
+// that applies to no connection: both directions spliced by the kernel.
+// FAULTLINE_BENCH_CONTROL=1 adds a column of this tree again (no
+// metrics, started last), which tells a column's position from its
+// effect; FAULTLINE_BENCH_ONLY=table|accuracy runs one table.
+//
 // Set-up: the application is a separate process serving HTTP/1.1 on :8080
 // and gRPC on :9000 in a pod namespace; faultlined and the faultline CLI
 // are the real binaries, built from this tree and, with
@@ -182,6 +188,9 @@ type version struct {
 	// metrics is the /metrics address of a daemon that serves them, and
 	// is scraped every second during the run.
 	metrics string
+	// tcp: the first table's faults are tcp faults whose one toxic applies
+	// to no connection (toxicity 0): the relay splicing both directions.
+	tcp bool
 }
 
 func TestBenchTable(t *testing.T) {
@@ -201,6 +210,11 @@ func TestBenchTable(t *testing.T) {
 	// The same build with metrics on, scraped every second: what they
 	// cost on the request path.
 	versions = append(versions, &version{name: "metrics on", bin: versions[0].bin, metrics: "127.0.0.1:19464"})
+	if os.Getenv("FAULTLINE_BENCH_CONTROL") != "" {
+		// The same build again, without metrics, started last: tells a
+		// column's position from what it measures.
+		versions = append(versions, &version{name: "control", bin: versions[0].bin})
+	}
 	if rev := os.Getenv("FAULTLINE_BENCH_BASELINE"); rev != "" {
 		versions = append(versions, build(t, "baseline "+rev, rev))
 	}
@@ -223,18 +237,22 @@ func TestBenchTable(t *testing.T) {
 		scrapeCPU, scrapeLines = scrapeCost(t, on, pod.Path)
 	}
 
+	// The first table's columns: the versions, then this tree's TCP relay
+	// (same daemon) with no toxic applied.
+	columns := append(slices.Clone(versions), &version{name: "tcp, no toxic", bin: versions[0].bin, socket: versions[0].socket, daemon: versions[0].daemon, tcp: true})
+
 	wrk, _ := exec.LookPath("wrk")
 	grpcAddr := netip.AddrPortFrom(pod.Addr, 9000).String()
 	type sample struct{ ka, close, p50, p99, grpc []float64 }
 	res := map[string]*sample{"direct": {}, "l4": {}}
-	for _, v := range versions {
+	for _, v := range columns {
 		res[v.name] = &sample{}
 	}
 	modes := []string{"direct", "l4"}
-	for _, v := range versions {
+	for _, v := range columns {
 		modes = append(modes, v.name)
 	}
-	only := os.Getenv("FAULTLINE_BENCH_ONLY") // "accuracy" skips the first table
+	only := os.Getenv("FAULTLINE_BENCH_ONLY") // "accuracy" skips the first table, "table" the second
 	rounds := defaultRounds
 	if n, err := strconv.Atoi(os.Getenv("FAULTLINE_BENCH_ROUNDS")); err == nil && n > 0 {
 		rounds = n
@@ -251,8 +269,13 @@ func TestBenchTable(t *testing.T) {
 			case "l4":
 				u = l4url
 			default:
-				stop = inject(t, versionNamed(versions, mode), pod.Path, "http", "--port", "8080")
-				stopGRPC := inject(t, versionNamed(versions, mode), pod.Path, "grpc", "--port", "9000")
+				v := versionNamed(columns, mode)
+				kind, grpcKind, extra := "http", "grpc", []string(nil)
+				if v.tcp {
+					kind, grpcKind, extra = "tcp", "tcp", []string{"--toxic", "downstream:latency=1ms,toxicity=0"}
+				}
+				stop = inject(t, v, pod.Path, kind, append([]string{"--port", "8080"}, extra...)...)
+				stopGRPC := inject(t, v, pod.Path, grpcKind, append([]string{"--port", "9000"}, extra...)...)
 				stop = func(a, b func()) func() { return func() { a(); b() } }(stop, stopGRPC)
 			}
 			s := res[mode]
@@ -277,7 +300,7 @@ func TestBenchTable(t *testing.T) {
 	fmt.Printf("\nfaultline zero-fault overhead, median of %d alternating rounds (%s)\n\n", rounds, tool)
 	header := fmt.Sprintf("| %-40s | %10s | %19s |", "measure", "direct", "L4 splice (ref.)")
 	rule := fmt.Sprintf("|%s|%s|%s|", strings.Repeat("-", 42), strings.Repeat("-", 12), strings.Repeat("-", 21))
-	for _, v := range versions {
+	for _, v := range columns {
 		header += fmt.Sprintf(" %-21s |", "faultline, "+v.name)
 		rule += strings.Repeat("-", 23) + "|"
 	}
@@ -292,7 +315,7 @@ func TestBenchTable(t *testing.T) {
 			} else {
 				line += fmt.Sprintf(" %19s |", "-")
 			}
-			for _, v := range versions {
+			for _, v := range columns {
 				b := median(get(res[v.name]))
 				line += fmt.Sprintf(" %11.0f (%5.1f%%) |", b, 100*b/a)
 			}
@@ -301,7 +324,7 @@ func TestBenchTable(t *testing.T) {
 		lat := func(name string, get func(*sample) []float64) {
 			a := median(get(d))
 			line := fmt.Sprintf("| %-40s | %7.0f µs | %9.0f µs (%+4.0f) |", name, a, median(get(l4)), median(get(l4))-a)
-			for _, v := range versions {
+			for _, v := range columns {
 				b := median(get(res[v.name]))
 				line += fmt.Sprintf(" %11.0f µs (%+4.0f) |", b, b-a)
 			}
@@ -327,6 +350,9 @@ func TestBenchTable(t *testing.T) {
 		}
 	}
 
+	if only == "table" {
+		return
+	}
 	// Delay accuracy: app and daemon on CPU 0, the client alone on CPU 1.
 	for _, p := range []*exec.Cmd{app} {
 		pin(t, p, "0")

@@ -127,7 +127,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		p.mu.Lock()
 		for r := range p.open {
-			r.close(false)
+			r.close(toNone)
 		}
 		p.mu.Unlock()
 		<-done
@@ -137,29 +137,62 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 
 // relay is one client connection and its connection to the application.
 type relay struct {
-	p          *Proxy
-	client, up net.Conn
-	closeOnce  sync.Once
-	cut        atomic.Bool
+	p      *Proxy
+	client net.Conn
+	cut    atomic.Bool
+
+	mu     sync.Mutex
+	up     net.Conn // set once dialled
+	closed bool
 }
 
-// close ends both connections; reset sends the client a RST.
-func (r *relay) close(reset bool) {
-	r.closeOnce.Do(func() {
-		if reset {
-			if tc, ok := r.client.(*net.TCPConn); ok {
-				_ = tc.SetLinger(0)
-			}
+// Which side of a relay a reset goes to.
+const (
+	toNone = iota
+	toClient
+	toApp
+)
+
+// close ends both connections, the side reset names with a RST.
+func (r *relay) close(reset int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return
+	}
+	r.closed = true
+	rst := func(c net.Conn) {
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.SetLinger(0)
 		}
-		r.client.Close()
-		if r.up != nil {
-			r.up.Close()
+	}
+	if reset == toClient {
+		rst(r.client)
+	}
+	r.client.Close()
+	if r.up != nil {
+		if reset == toApp {
+			rst(r.up)
 		}
-	})
+		r.up.Close()
+	}
+}
+
+// setUp records the application connection, unless the relay was closed
+// meanwhile (then it closes it and reports false).
+func (r *relay) setUp(up net.Conn) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		up.Close()
+		return false
+	}
+	r.up = up
+	return true
 }
 
 // cutBy is a toxic ending the connection; it counts once.
-func (r *relay) cutBy(reset bool) {
+func (r *relay) cutBy(reset int) {
 	if r.cut.CompareAndSwap(false, true) {
 		r.p.cut.Add(1)
 	}
@@ -169,7 +202,7 @@ func (r *relay) cutBy(reset bool) {
 func (r *relay) run() {
 	p := r.p
 	defer func() {
-		r.close(false)
+		r.close(toNone)
 		p.mu.Lock()
 		delete(p.open, r)
 		p.mu.Unlock()
@@ -181,10 +214,12 @@ func (r *relay) run() {
 	cancel()
 	if err != nil {
 		p.Logger.Debug("dial the application", "err", err)
-		r.close(true) // as a refused connection would, without the proxy
+		r.close(toClient) // as a refused connection would, without the proxy
 		return
 	}
-	r.up = up
+	if !r.setUp(up) {
+		return
+	}
 	upT, downT := draw(p.Fault.Upstream), draw(p.Fault.Downstream)
 	if len(upT)+len(downT) > 0 {
 		p.toxic.Add(1)
@@ -231,11 +266,15 @@ func (r *relay) pipe(dst, src net.Conn, toxics []fault.Toxic, count *atomic.Uint
 	ctx := r.p.ctx
 	// Timers of the connection's life.
 	if t.timeout != nil && t.timeout.Timeout > 0 {
-		tm := time.AfterFunc(t.timeout.Timeout, func() { r.cutBy(false) })
+		tm := time.AfterFunc(t.timeout.Timeout, func() { r.cutBy(toNone) })
 		defer tm.Stop()
 	}
 	if t.reset != nil {
-		tm := time.AfterFunc(t.reset.Timeout, func() { r.cutBy(!upstream) })
+		side := toClient // downstream: the client gets the RST
+		if upstream {
+			side = toApp
+		}
+		tm := time.AfterFunc(t.reset.Timeout, func() { r.cutBy(side) })
 		defer tm.Stop()
 	}
 	chunks := make(chan chunk, 16)
@@ -275,14 +314,14 @@ func (r *relay) pipe(dst, src net.Conn, toxics []fault.Toxic, count *atomic.Uint
 			data, limited = data[:t.limit.Bytes-passed], true
 		}
 		if err := r.write(ctx, dst, data, &t, &next); err != nil {
-			r.close(false)
+			r.close(toNone)
 			dead = true
 		}
 		passed += int64(len(data))
 		count.Add(uint64(len(data)))
 		bufPool.Put(&b)
 		if limited {
-			r.cutBy(false)
+			r.cutBy(toNone)
 			dead = true
 		}
 	}
@@ -332,13 +371,13 @@ func (r *relay) write(ctx context.Context, dst net.Conn, data []byte, t *toxicSe
 // of the whole connection after an error.
 func (r *relay) halfClose(dst net.Conn, err error) {
 	if err != nil && !errors.Is(err, io.EOF) {
-		r.close(false)
+		r.close(toNone)
 		return
 	}
 	if cw, ok := dst.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
 		return
 	}
-	r.close(false)
+	r.close(toNone)
 }
 
 // toxicSet is one direction's toxics by kind (validation allows one of each).

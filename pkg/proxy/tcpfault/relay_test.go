@@ -307,3 +307,17 @@ func (c *counting) Read(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+func TestResetPeerUpstreamResetsTheApp(t *testing.T) {
+	appErr := make(chan error, 1)
+	addr, _ := start(t, &fault.TCP{Upstream: []fault.Toxic{toxic(fault.ToxicResetPeer, func(x *fault.Toxic) { x.Timeout = 100 * time.Millisecond })}},
+		func(c net.Conn) {
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			_, err := io.Copy(io.Discard, c)
+			appErr <- err
+		})
+	dial(t, addr)
+	if err := <-appErr; !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("the application read %v, want a reset", err)
+	}
+}
