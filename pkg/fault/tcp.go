@@ -66,7 +66,11 @@ func (f *TCP) Validate() error {
 	if len(f.Upstream)+len(f.Downstream) == 0 {
 		return Invalid("a tcp fault needs at least one toxic, upstream or downstream")
 	}
-	for dir, list := range map[string][]Toxic{"upstream": f.Upstream, "downstream": f.Downstream} {
+	for _, d := range []struct {
+		dir  string
+		list []Toxic
+	}{{"upstream", f.Upstream}, {"downstream", f.Downstream}} {
+		dir, list := d.dir, d.list
 		seen := map[ToxicKind]bool{}
 		for i, t := range list {
 			if err := t.validate(fmt.Sprintf("%s[%d]", dir, i)); err != nil {
@@ -138,7 +142,7 @@ func tcpFromProto(p *pb.TcpFault) (*TCP, error) {
 	if f.Port, err = port(p.GetPort()); err != nil {
 		return nil, err
 	}
-	for dir, in := range map[string][]*pb.Toxic{"upstream": p.GetUpstream(), "downstream": p.GetDownstream()} {
+	convert := func(dir string, in []*pb.Toxic) ([]Toxic, error) {
 		out := make([]Toxic, 0, len(in))
 		for i, pt := range in {
 			t, err := toxicFromProto(fmt.Sprintf("%s[%d]", dir, i), pt)
@@ -147,11 +151,13 @@ func tcpFromProto(p *pb.TcpFault) (*TCP, error) {
 			}
 			out = append(out, t)
 		}
-		if dir == "upstream" {
-			f.Upstream = out
-		} else {
-			f.Downstream = out
-		}
+		return out, nil
+	}
+	if f.Upstream, err = convert("upstream", p.GetUpstream()); err != nil {
+		return nil, err
+	}
+	if f.Downstream, err = convert("downstream", p.GetDownstream()); err != nil {
+		return nil, err
 	}
 	return f, f.Validate()
 }

@@ -1,21 +1,17 @@
 package node
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"net/netip"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"golang.org/x/net/http2"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/faultline-dev/faultline/internal/testkit/h2test"
 	"github.com/faultline-dev/faultline/internal/testkit/proctest"
 	pb "github.com/faultline-dev/faultline/proto/faultline/v1"
 )
@@ -37,38 +33,16 @@ func TestHTTP2FloodsKeepFaultlinedUnder64MiB(t *testing.T) {
 	addr := netip.AddrPortFrom(nd.pod.Addr, 8091).String()
 	dial := nd.client.Dial()
 
-	block := bytes.Repeat([]byte{0x40, 0x01, 'x', 0x7f, 0x00}, 16<<10/5)
 	floods := map[string]struct {
 		conns int
-		send  func(w io.Writer, fr *http2.Framer) error
+		send  h2test.Flood
 	}{
-		"continuation flood": {1, func(_ io.Writer, fr *http2.Framer) error {
-			if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block[:100]}); err != nil {
-				return err
-			}
-			for range 6400 { // 100 MiB at most
-				if err := fr.WriteContinuation(1, false, block); err != nil {
-					return err
-				}
-			}
-			return nil
-		}},
-		"16 MiB frames": {8, func(w io.Writer, _ *http2.Framer) error {
-			if _, err := w.Write([]byte{0xff, 0xff, 0xff, byte(http2.FrameHeaders), 0x4, 0, 0, 0, 1}); err != nil {
-				return err
-			}
-			chunk := make([]byte, 64<<10)
-			for range 256 {
-				if _, err := w.Write(chunk); err != nil {
-					return err
-				}
-			}
-			return nil
-		}},
+		"continuation flood": {1, h2test.Floods["continuation flood"]},
+		"16 MiB frames":      {8, h2test.Floods["16 MiB frame"]},
 	}
 	want := map[string]string{}
 	for name, f := range floods { // the reference: the Go server itself
-		want[name], _ = h2Verdict(t, dial, addr, f.send)
+		want[name], _ = h2test.Verdict(t, dial, addr, f.send)
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -86,7 +60,7 @@ func TestHTTP2FloodsKeepFaultlinedUnder64MiB(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				got, sent := h2Verdict(t, dial, addr, f.send)
+				got, sent := h2test.Verdict(t, dial, addr, f.send)
 				if got != want[name] {
 					t.Errorf("%s: the proxy ended with %s, a Go server with %s", name, got, want[name])
 				}
@@ -108,54 +82,4 @@ func TestHTTP2FloodsKeepFaultlinedUnder64MiB(t *testing.T) {
 	}
 	cancel()
 	<-done
-}
-
-// h2Verdict sends a flood on a new HTTP/2 connection and returns how the
-// server ended it (its GOAWAY code, or "closed") and the bytes it took.
-func h2Verdict(t *testing.T, dial func(context.Context, string, string) (net.Conn, error), addr string, send func(io.Writer, *http2.Framer) error) (string, int64) {
-	t.Helper()
-	c, err := dial(context.Background(), "tcp", addr)
-	if err != nil {
-		t.Error(err)
-		return "", 0
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	cw := &countingWriter{w: c}
-	io.WriteString(cw, http2.ClientPreface)
-	fr := http2.NewFramer(cw, c)
-	fr.WriteSettings()
-	verdict := make(chan string, 1)
-	go func() {
-		for {
-			f, err := fr.ReadFrame()
-			if err != nil {
-				verdict <- "closed"
-				return
-			}
-			if ga, ok := f.(*http2.GoAwayFrame); ok {
-				verdict <- ga.ErrCode.String()
-				return
-			}
-		}
-	}()
-	go send(cw, fr) // ends with a write error once the server closes
-	select {
-	case v := <-verdict:
-		return v, cw.n.Load()
-	case <-time.After(10 * time.Second):
-		t.Error("the server neither sent GOAWAY nor closed within 10s")
-		return "", 0
-	}
-}
-
-type countingWriter struct {
-	w io.Writer
-	n atomic.Int64
-}
-
-func (c *countingWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n.Add(int64(n))
-	return n, err
 }

@@ -60,7 +60,7 @@ func startPostgres(t *testing.T, nd *node) {
 	cmd := exec.Command("ip", "netns", "exec", nd.pod.Name, "setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups",
 		filepath.Join(pgBin, "postgres"), "-D", data, "-k", dir, "-h", "0.0.0.0", "-p", "5432", "-c", "fsync=off")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	cmd.Stdout, cmd.Stderr = logTo{t, "postgres"}, logTo{t, "postgres"}
+	cmd.Stdout, cmd.Stderr = proctest.LogTo(t, "postgres"), proctest.LogTo(t, "postgres")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -28,7 +28,7 @@ func startRedis(t *testing.T, nd *node) string {
 	cmd := exec.Command("ip", "netns", "exec", nd.pod.Name, bin, "--port", "6379", "--bind", "0.0.0.0", "--protected-mode", "no",
 		"--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", t.TempDir())
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	cmd.Stdout, cmd.Stderr = logTo{t, "redis"}, logTo{t, "redis"}
+	cmd.Stdout, cmd.Stderr = proctest.LogTo(t, "redis"), proctest.LogTo(t, "redis")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -43,16 +43,6 @@ func startRedis(t *testing.T, nd *node) string {
 			t.Fatal("redis-server did not listen within 10s")
 		}
 	}
-}
-
-type logTo struct {
-	t    *testing.T
-	name string
-}
-
-func (w logTo) Write(p []byte) (int, error) {
-	w.t.Logf("%s: %s", w.name, strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }
 
 // redisCLI runs Debian's redis-cli in the client namespace.

@@ -13,6 +13,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/faultline-dev/faultline/internal/testkit/proctest"
 	pb "github.com/faultline-dev/faultline/proto/faultline/v1"
 )
 
@@ -28,7 +29,7 @@ func startTLSServer(t *testing.T, nd *node) string {
 	}
 	cmd := exec.Command("ip", "netns", "exec", nd.pod.Name, "openssl", "s_server", "-accept", "8443", "-cert", cert, "-key", key, "-www", "-quiet")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	cmd.Stdout, cmd.Stderr = logTo{t, "s_server"}, logTo{t, "s_server"}
+	cmd.Stdout, cmd.Stderr = proctest.LogTo(t, "s_server"), proctest.LogTo(t, "s_server")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

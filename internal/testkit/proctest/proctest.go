@@ -44,7 +44,7 @@ func StartFaultlined(t *testing.T, binDir string, args ...string) *Daemon {
 	t.Helper()
 	d := &Daemon{Socket: filepath.Join(t.TempDir(), "faultlined.sock")}
 	d.Cmd = exec.Command(filepath.Join(binDir, "faultlined"), append([]string{"--socket", d.Socket, "--log-level", "debug"}, args...)...)
-	d.Cmd.Stderr = logWriter{t}
+	d.Cmd.Stderr = LogTo(t, "faultlined")
 	if err := d.Cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -64,10 +64,17 @@ func StartFaultlined(t *testing.T, binDir string, args ...string) *Daemon {
 	}
 }
 
-type logWriter struct{ t *testing.T }
+// LogTo returns a writer that logs each write to t, as "name: ...": the
+// output of a process a test runs.
+func LogTo(t testing.TB, name string) io.Writer { return logWriter{t, name} }
+
+type logWriter struct {
+	t    testing.TB
+	name string
+}
 
 func (w logWriter) Write(p []byte) (int, error) {
-	w.t.Logf("faultlined: %s", strings.TrimRight(string(p), "\n"))
+	w.t.Logf("%s: %s", w.name, strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }
 

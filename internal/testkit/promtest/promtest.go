@@ -11,9 +11,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
+
+	"github.com/faultline-dev/faultline/internal/testkit/proctest"
 )
 
 // Start runs Debian's prometheus, scraping target every second until the
@@ -32,7 +33,7 @@ func Start(t *testing.T, target string) string {
 	addr := FreePort(t)
 	cmd := exec.Command(bin, "--config.file="+filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(dir, "data"),
 		"--web.listen-address="+addr, "--log.level=warn")
-	cmd.Stderr = logTo{t, "prometheus"}
+	cmd.Stderr = proctest.LogTo(t, "prometheus")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -61,16 +62,6 @@ func FreePort(t *testing.T) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
-}
-
-type logTo struct {
-	t    *testing.T
-	name string
-}
-
-func (w logTo) Write(p []byte) (int, error) {
-	w.t.Logf("%s: %s", w.name, strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }
 
 // Query returns the value of a PromQL query with one result, or -1 when

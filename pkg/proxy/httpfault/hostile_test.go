@@ -2,7 +2,6 @@ package httpfault
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/net/http2"
+	"github.com/faultline-dev/faultline/internal/testkit/h2test"
 )
 
 // Clients that misbehave, on loopback: each case has a bound it asserts.
@@ -208,56 +207,6 @@ func TestMalformedChunkedBodyIs400(t *testing.T) {
 	}
 }
 
-// h2Verdict sends an HTTP/2 client preface, then frames from send, to
-// addr, and returns the GOAWAY code the server ended with ("closed" if it
-// closed without one) and how many bytes send wrote before that.
-func h2Verdict(t *testing.T, addr string, send func(w io.Writer, fr *http2.Framer) error) (string, int64) {
-	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	cw := &countingWriter{w: c}
-	io.WriteString(cw, http2.ClientPreface)
-	fr := http2.NewFramer(cw, c)
-	fr.WriteSettings()
-	verdict := make(chan string, 1)
-	go func() {
-		for {
-			f, err := fr.ReadFrame()
-			if err != nil {
-				verdict <- "closed"
-				return
-			}
-			if ga, ok := f.(*http2.GoAwayFrame); ok {
-				verdict <- ga.ErrCode.String()
-				return
-			}
-		}
-	}()
-	go send(cw, fr) // ends with a write error once the server closes
-	select {
-	case v := <-verdict:
-		return v, cw.n.Load()
-	case <-time.After(10 * time.Second):
-		t.Fatal("the server neither sent GOAWAY nor closed within 10s")
-		return "", 0
-	}
-}
-
-type countingWriter struct {
-	w io.Writer
-	n atomic.Int64
-}
-
-func (c *countingWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n.Add(int64(n))
-	return n, err
-}
-
 // TestHTTP2FloodsEndAsWithGo: a CONTINUATION flood and a frame larger
 // than SETTINGS_MAX_FRAME_SIZE end the connection with the GOAWAY a Go
 // server sends, after a bounded amount of input.
@@ -266,37 +215,10 @@ func TestHTTP2FloodsEndAsWithGo(t *testing.T) {
 	direct := "127.0.0.1" + l.url[strings.LastIndex(l.url, ":"):]
 	l.start(t, nil)
 	proxied := l.url[len("http://"):]
-	block := bytes.Repeat([]byte{0x40, 0x01, 'x', 0x7f, 0x00}, 16<<10/5) // literal x: (empty), incrementally indexed
-	cases := map[string]func(w io.Writer, fr *http2.Framer) error{
-		"continuation flood": func(_ io.Writer, fr *http2.Framer) error {
-			if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block[:100]}); err != nil {
-				return err
-			}
-			for range 6400 { // 100 MiB at most
-				if err := fr.WriteContinuation(1, false, block); err != nil {
-					return err
-				}
-			}
-			return nil
-		},
-		"16 MiB frame": func(w io.Writer, _ *http2.Framer) error {
-			// A HEADERS frame declaring 16 MiB - 1 (END_HEADERS), then its bytes.
-			if _, err := w.Write([]byte{0xff, 0xff, 0xff, byte(http2.FrameHeaders), 0x4, 0, 0, 0, 1}); err != nil {
-				return err
-			}
-			chunk := make([]byte, 64<<10)
-			for range 256 {
-				if _, err := w.Write(chunk); err != nil {
-					return err
-				}
-			}
-			return nil
-		},
-	}
-	for name, send := range cases {
+	for name, send := range h2test.Floods {
 		t.Run(name, func(t *testing.T) {
-			want, _ := h2Verdict(t, direct, send)
-			got, sent := h2Verdict(t, proxied, send)
+			want, _ := h2test.Verdict(t, l.dial, direct, send)
+			got, sent := h2test.Verdict(t, l.dial, proxied, send)
 			t.Logf("go server: %s; proxy: %s after %d KiB", want, got, sent>>10)
 			if got != want {
 				t.Errorf("the proxy ended with %s, a Go server with %s", got, want)
