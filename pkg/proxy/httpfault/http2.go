@@ -965,13 +965,21 @@ func (w *h2writer) waitSpace() {
 	}
 }
 
-// finish writes what is queued and takes no more.
+// finish writes what is queued, takes no more, and returns once it is
+// written and flushed, also by a goroutine that was writing already: the
+// frame that ended the last stream may be in its batch, and the
+// connection closes next.
 func (w *h2writer) finish() {
 	w.kick()
 	w.mu.Lock()
 	w.finished = true
 	w.mu.Unlock()
 	w.kick() // what came meanwhile
+	w.mu.Lock()
+	for w.writing {
+		w.space.Wait()
+	}
+	w.mu.Unlock()
 }
 
 // stop ends all writing, waiting for a write in progress: the buffers
