@@ -44,30 +44,39 @@ func statusMiB(t *testing.T, pid int, field string) float64 {
 	return 0
 }
 
-// TestIdleConnectionsAfterLargeResponsesStayUnder64MiB: 1,000 keep-alive
-// clients, each idle after one 256 KiB response through an HTTP fault,
-// keep faultlined (with the DaemonSet's GOMEMLIMIT) under 64 MiB: idle
-// connections hold no buffers.
-func TestIdleConnectionsAfterLargeResponsesStayUnder64MiB(t *testing.T) {
+// faultedApp serves handler on :8090 in the pod, behind a 1 ms HTTP fault
+// of a faultlined with the DaemonSet's GOMEMLIMIT, until the test ends. It
+// returns the node, the app's address and faultlined's RSS with the fault
+// alone.
+func faultedApp(t *testing.T, handler http.HandlerFunc) (*node, string, float64) {
+	t.Helper()
 	t.Setenv("GOMEMLIMIT", "48MiB") // as deploy/daemonset.yaml
 	nd := newNode(t)
-	big := strings.Repeat("x", 256<<10)
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, big) })}
+	srv := &http.Server{Handler: handler}
 	go srv.Serve(nd.pod.Listen(t, "tcp", ":8090"))
 	t.Cleanup(func() { srv.Close() })
 
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	done := make(chan error, 1)
 	go func() {
 		_, err := proctest.Inject(ctx, nd.api, nd.httpRequest(2*time.Minute, &pb.HTTPFault{Port: 8090, AverageDelay: durationpb.New(time.Millisecond)}))
 		done <- err
 	}()
+	t.Cleanup(func() { cancel(); <-done })
 	nd.waitFaults(t, 1)
-	before := rssMiB(t, nd.daemon.Process.Pid)
+	return nd, netip.AddrPortFrom(nd.pod.Addr, 8090).String(), rssMiB(t, nd.daemon.Process.Pid)
+}
+
+// TestIdleConnectionsAfterLargeResponsesStayUnder64MiB: 1,000 keep-alive
+// clients, each idle after one 256 KiB response through an HTTP fault,
+// keep faultlined (with the DaemonSet's GOMEMLIMIT) under 64 MiB: idle
+// connections hold no buffers.
+func TestIdleConnectionsAfterLargeResponsesStayUnder64MiB(t *testing.T) {
+	big := strings.Repeat("x", 256<<10)
+	nd, addr, before := faultedApp(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, big) })
+	ctx := context.Background()
 
 	const clients, conc = 1000, 50
-	addr := netip.AddrPortFrom(nd.pod.Addr, 8090).String()
 	conns := make([]net.Conn, clients)
 	defer func() {
 		for _, c := range conns {
@@ -122,8 +131,6 @@ func TestIdleConnectionsAfterLargeResponsesStayUnder64MiB(t *testing.T) {
 	if after > 64 {
 		t.Errorf("faultlined RSS %.1f MiB with %d idle connections, want under 64 MiB", after, clients)
 	}
-	cancel()
-	<-done
 }
 
 // TestIdleAndPartialHeadsStayUnder100MiB: 10,000 connections that send
@@ -132,24 +139,10 @@ func TestIdleConnectionsAfterLargeResponsesStayUnder64MiB(t *testing.T) {
 // requests through the same fault keep succeeding; the stalled heads are
 // held within the head budget, and those past it answered 431.
 func TestIdleAndPartialHeadsStayUnder100MiB(t *testing.T) {
-	t.Setenv("GOMEMLIMIT", "48MiB") // as deploy/daemonset.yaml
-	nd := newNode(t)
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })}
-	go srv.Serve(nd.pod.Listen(t, "tcp", ":8090"))
-	t.Cleanup(func() { srv.Close() })
-
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		_, err := proctest.Inject(ctx, nd.api, nd.httpRequest(2*time.Minute, &pb.HTTPFault{Port: 8090, AverageDelay: durationpb.New(time.Millisecond)}))
-		done <- err
-	}()
-	nd.waitFaults(t, 1)
-	before := rssMiB(t, nd.daemon.Process.Pid)
+	nd, addr, before := faultedApp(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	ctx := context.Background()
 
 	const idle, partial, conc = 10000, 1000, 50
-	addr := netip.AddrPortFrom(nd.pod.Addr, 8090).String()
 	dial := nd.client.Dial()
 	pad := "GET / HTTP/1.1\r\nHost: x\r\nX-Pad: " + strings.Repeat("p", 60<<10)
 	conns := make([]net.Conn, idle+partial)
@@ -229,6 +222,4 @@ func TestIdleAndPartialHeadsStayUnder100MiB(t *testing.T) {
 	if opened > 20*time.Second {
 		t.Fatalf("opening took %s: the header timeout may have closed heads before the measurement", opened)
 	}
-	cancel()
-	<-done
 }
