@@ -55,6 +55,9 @@ const metrics = {
   tcpConnections: new Counter('faultline_tcp_connections'),
   tcpConnectionsToxic: new Counter('faultline_tcp_connections_toxic'),
   tcpConnectionsCut: new Counter('faultline_tcp_connections_cut'),
+  bytesDelayed: new Counter('faultline_tcp_bytes_delayed'),
+  bytesDropped: new Counter('faultline_tcp_bytes_dropped'),
+  tlsHandshakesFaulted: new Counter('faultline_tls_handshakes_faulted'),
 };
 
 let connected = false;
@@ -299,10 +302,28 @@ function rewrite(v) {
   return convert(v, { status: integer, setHeaders: stringMap, removeHeaders: stringList, body: string }, 'ResponseRewrite');
 }
 
+// phases converts a timeline (superset): [{duration, ...the effect fields
+// of the fault}], each phase's effect for its duration, in order.
+function phases(effects, struct) {
+  return (v, name) => {
+    if (!Array.isArray(v)) throw new Error(`${name} must be an array of phases, got ${typeName(v)}`);
+    return v.map((p, i) => {
+      const f = convert(p, { duration, ...delayFields, ...effects }, `${struct}[${i}]`);
+      if (f.duration === undefined) throw new Error(`${name}[${i}]: duration is required`);
+      const out = {};
+      for (const [k, x] of Object.entries(f)) {
+        out[k] = k === 'duration' || k === 'averageDelay' || k === 'delayVariation' ? protoDuration(x) : x;
+      }
+      return out;
+    });
+  };
+}
+
 function httpFault(fault) {
   const f = convert(fault, {
     port, ...delayFields, errorRate: number, errorCode: integer, errorBody: string, exclude: string,
     errorHeaders: stringMap, delayMode: string, keepConnections: bool, failFirst, rewrite,
+    phases: phases({ errorRate: number, errorCode: integer, errorBody: string, errorHeaders: stringMap }, 'HTTPPhase'),
     match: (v) => convert(v, { paths: stringList, methods: stringList, headers: headerMatches }, 'HTTPMatch'),
   }, 'HTTPFault');
   checkDelays(f);
@@ -323,6 +344,7 @@ function httpFault(fault) {
   if (f.keepConnections !== undefined) proto.keepConnections = f.keepConnections;
   if (f.failFirst !== undefined) proto.failFirst = f.failFirst;
   if (f.rewrite !== undefined) proto.rewrite = f.rewrite;
+  if (f.phases !== undefined) proto.phases = f.phases;
   return { fault: proto, extra };
 }
 
@@ -330,6 +352,7 @@ function grpcFault(fault) {
   const f = convert(fault, {
     port, ...delayFields, errorRate: number, statusCode: integer, statusMessage: string, exclude: string,
     methods: stringList, metadata: headerMatches, resetConnections: bool, failFirst,
+    phases: phases({ errorRate: number, statusCode: integer, statusMessage: string }, 'GrpcPhase'),
   }, 'GrpcFault');
   checkDelays(f);
   if ((f.errorRate || 0) > 0 && !f.statusCode) throw new Error('status code cannot be 0 (OK)');
@@ -344,6 +367,7 @@ function grpcFault(fault) {
   if (f.metadata !== undefined) proto.metadata = f.metadata;
   if (f.resetConnections !== undefined) proto.resetConnections = f.resetConnections;
   if (f.failFirst !== undefined) proto.failFirst = f.failFirst;
+  if (f.phases !== undefined) proto.phases = f.phases;
   return { fault: proto, extra };
 }
 
@@ -371,12 +395,34 @@ const TOXICS = {
 };
 const DURATION_ATTRS = new Set(['latency', 'jitter', 'timeout', 'delay']);
 
-// tcpFault converts {port, toxics: [{type, stream, toxicity, attributes}]},
-// Toxiproxy's shape; the node checks the values.
+// tlsFault converts {serverNames, rate, handshakeDelay | reset | alert |
+// certificate: {defect, caCertPem, caKeyPem}}: TLS-level faults (superset).
+function tlsFault(v) {
+  const t = convert(v, {
+    serverNames: stringList, rate: number, handshakeDelay: duration, reset: bool, alert: string,
+    certificate: (c) => convert(c, { defect: string, caCertPem: string, caKeyPem: string }, 'TLSCertificate'),
+  }, 'TLSFault');
+  const actions = ['handshakeDelay', 'reset', 'alert', 'certificate'].filter((k) => t[k] !== undefined && t[k] !== false);
+  if (actions.length > 1) throw new Error(`tls: give one of handshakeDelay, reset, alert, certificate, got ${actions.join(' and ')}`);
+  const proto = {};
+  if (t.serverNames !== undefined) proto.serverNames = t.serverNames;
+  if (t.rate !== undefined) proto.rate = t.rate;
+  if (t.handshakeDelay !== undefined) proto.handshakeDelay = protoDuration(t.handshakeDelay);
+  if (t.reset) proto.reset = {};
+  if (t.alert !== undefined) proto.alert = t.alert;
+  if (t.certificate !== undefined) proto.certificate = t.certificate;
+  return proto;
+}
+
+// tcpFault converts {port, toxics: [{type, stream, toxicity, attributes}],
+// tls}, Toxiproxy's shape; the node checks the values.
 function tcpFault(fault) {
-  const f = convert(fault, { port: (v, n) => v, toxics: (v) => v }, 'TCPFault');
-  if (!Array.isArray(f.toxics) || f.toxics.length === 0) throw new Error('toxics must be a non-empty array');
+  const f = convert(fault, { port: (v, n) => v, toxics: (v) => v, tls: tlsFault }, 'TCPFault');
+  const tlsAction = f.tls && ['handshakeDelay', 'reset', 'alert', 'certificate'].some((k) => f.tls[k] !== undefined);
+  if (f.toxics === undefined && tlsAction) f.toxics = [];
+  if (!Array.isArray(f.toxics) || (f.toxics.length === 0 && !tlsAction)) throw new Error('toxics must be a non-empty array (or give a tls action)');
   const proto = { upstream: [], downstream: [] };
+  if (f.tls !== undefined) proto.tls = f.tls;
   f.toxics.forEach((t, i) => {
     const x = convert(t, { type: string, stream: string, toxicity: number, attributes: (v) => v }, 'Toxic');
     const attrs = TOXICS[x.type];
@@ -416,6 +462,9 @@ function record(kind, total) {
     metrics.tcpConnections.add(num(total.tcpConnections), tags);
     metrics.tcpConnectionsToxic.add(num(total.tcpConnectionsToxic), tags);
     metrics.tcpConnectionsCut.add(num(total.tcpConnectionsCut), tags);
+    metrics.bytesDelayed.add(num(total.bytesDelayed), tags);
+    metrics.bytesDropped.add(num(total.bytesDropped), tags);
+    metrics.tlsHandshakesFaulted.add(num(total.tlsHandshakesFaulted), tags);
     return;
   }
   if (kind === 'network') {
@@ -432,7 +481,8 @@ function record(kind, total) {
 
 const COUNTERS = ['requests', 'unmatched', 'delayed', 'errored', 'upstreamErrors', 'connectionsReset',
   'packetsSeen', 'packetsDropped', 'connectionsRefused', 'tcpConnections', 'tcpConnectionsToxic',
-  'tcpConnectionsCut', 'bytesUpstream', 'bytesDownstream'];
+  'tcpConnectionsCut', 'bytesUpstream', 'bytesDownstream', 'bytesDelayed', 'bytesDropped', 'tlsHandshakes',
+  'tlsHandshakesFaulted'];
 
 // counters turns a Counters message (uint64 fields come as strings) into
 // numbers.

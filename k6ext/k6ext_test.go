@@ -394,3 +394,47 @@ func TestFailFirstField(t *testing.T) {
 		t.Errorf("unknown field: %v", err)
 	}
 }
+
+func TestTLSAndPhasesFields(t *testing.T) {
+	f, addr := startFake(t)
+	env := map[string]string{"FAULTLINE_ADDR": addr}
+	if _, err := run(t, env, pod+`
+		d.injectTCPFaults({port: 8443, tls: {serverNames: ['*.pay.test'], rate: 0.5, certificate: {defect: 'expired'}}}, '30s');`); err != nil {
+		t.Fatal(err)
+	}
+	want := `{"targets":{"pods":{"namespace":"shop","select":{"labels":{"app":"catalog"}},"exclude":{}}},"duration":"30s","fault":{"port":8443,` +
+		`"tls":{"serverNames":["*.pay.test"],"rate":0.5,"certificate":{"defect":"expired"}}}}`
+	if got := f.last(); got != want {
+		t.Errorf("tls request\n got %s\nwant %s", got, want)
+	}
+	if _, err := run(t, env, pod+`d.injectTCPFaults({port: 8443, tls: {reset: true}}, '30s');`); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.last(); !strings.Contains(got, `"tls":{"reset":{}}`) {
+		t.Errorf("tls reset request %s", got)
+	}
+	if _, err := run(t, env, pod+`
+		d.injectHTTPFaults({port: 80, phases: [
+			{duration: '10s', errorRate: 1, errorCode: 429, errorHeaders: {'Retry-After': '2'}},
+			{duration: '20s', averageDelay: '300ms'}]}, '40s');`); err != nil {
+		t.Fatal(err)
+	}
+	want = `{"targets":{"pods":{"namespace":"shop","select":{"labels":{"app":"catalog"}},"exclude":{}}},"duration":"40s","fault":{"port":80,` +
+		`"phases":[{"duration":"10s","errorRate":1,"errorCode":429,"errorHeaders":{"Retry-After":"2"}},{"duration":"20s","averageDelay":"0.300s"}]}}`
+	if got := f.last(); got != want {
+		t.Errorf("phases request\n got %s\nwant %s", got, want)
+	}
+	for body, want := range map[string]string{
+		`d.injectTCPFaults({port: 8443, tls: {reset: true, alert: 'unknown_ca'}}, '10s');`:         "tls: give one of handshakeDelay, reset, alert, certificate, got reset and alert",
+		`d.injectTCPFaults({port: 8443, tls: {serverNames: ['a.test']}}, '10s');`:                  "toxics must be a non-empty array (or give a tls action)",
+		`d.injectTCPFaults({port: 8443, tls: {sni: ['a.test'], reset: true}}, '10s');`:             "unknown field sni in struct TLSFault",
+		`d.injectHTTPFaults({port: 80, phases: {duration: '1s'}}, '10s');`:                         "phases must be an array of phases",
+		`d.injectHTTPFaults({port: 80, phases: [{errorRate: 1}]}, '10s');`:                         "phases[0]: duration is required",
+		`d.injectGrpcFaults({port: 90, phases: [{duration: '1s', errorCode: 500}]}, '10s');`:       "unknown field errorCode in struct GrpcPhase[0]",
+		`d.injectHTTPFaults({port: 80, phases: [{duration: '1s', averageDelay: 'soon'}]}, '10s');`: `time: invalid duration "soon"`,
+	} {
+		if _, err := run(t, env, pod+body); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", body, err, want)
+		}
+	}
+}

@@ -90,6 +90,7 @@ type timingParams struct {
 	errorRate        float64
 	failFirst        int
 	failFirstKey     string
+	phases           []string
 }
 
 // failFirstProto is the --fail-first sequence, if given.
@@ -111,6 +112,7 @@ func (p *timingParams) bind(f *pflag.FlagSet, what, failed string) {
 	f.Float64Var(&p.delayRate, "delay-rate", 1, "fraction of matching "+what+" delayed (delayRate)")
 	f.Float64Var(&p.errorRate, "error-rate", 0, "fraction of matching "+what+" "+failed+" (errorRate)")
 	f.IntVar(&p.failFirst, "fail-first", 0, "instead of --error-rate: the first N attempts of each logical request are "+failed+", later ones pass (failFirst)")
+	f.StringArrayVar(&p.phases, "phase", nil, "instead of the delay and error flags, a timeline: DURATION[,key=value...] with the keys of those flags, e.g. 10s,error-rate=1,error-code=429; repeatable, in order; after the last, requests pass")
 	f.StringVar(&p.failFirstKey, "fail-first-key", "", "the header (gRPC: metadata key) naming a logical request for --fail-first, e.g. Idempotency-Key; default: method and path")
 }
 
@@ -148,7 +150,9 @@ fault ends and prints its counters. Ctrl-C revokes the fault at once.
 Examples:
   faultline inject http --netns /run/netns/catalog --port 8080 --delay 900ms --delay-variation 150ms --duration 40s
   faultline inject http --pid 4242 --port 8080 --error-rate 0.1 --error-code 503 --error-body '{"error":"unavailable"}' --error-header 'Content-Type: application/json' --exclude /health --duration 1m
-  faultline inject http --netns /run/netns/api --port 80 --match-path '/api/*' --match-method POST --delay 2s --duration 30s`,
+  faultline inject http --netns /run/netns/api --port 80 --match-path '/api/*' --match-method POST --delay 2s --duration 30s
+  faultline inject http --netns /run/netns/api --port 80 --duration 40s \
+      --phase 10s,error-rate=1,error-code=429,error-header=Retry-After:2 --phase 20s,delay=300ms`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			req, err := p.request()
@@ -202,6 +206,9 @@ func (p *httpParams) request() (*pb.InjectRequest, error) {
 		return nil, err
 	}
 	if h.Rewrite, err = p.rewriteProto(); err != nil {
+		return nil, err
+	}
+	if h.Phases, err = httpPhases(p.phases); err != nil {
 		return nil, err
 	}
 	switch p.delayMode {

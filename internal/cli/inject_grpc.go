@@ -81,6 +81,9 @@ func (p *grpcParams) request() (*pb.InjectRequest, error) {
 	if gf.FailFirst, err = p.failFirstProto(); err != nil {
 		return nil, err
 	}
+	if gf.Phases, err = grpcPhases(p.phases); err != nil {
+		return nil, err
+	}
 	for _, kv := range p.metadata {
 		name, value, _ := strings.Cut(kv, "=")
 		gf.Metadata = append(gf.Metadata, &pb.HeaderMatch{Name: name, Value: value})

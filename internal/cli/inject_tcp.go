@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -15,6 +16,18 @@ type tcpParams struct {
 	targetParams
 	port   int
 	toxics []string
+	tls    tlsParams
+}
+
+// tlsParams are the --sni and --tls-* flags.
+type tlsParams struct {
+	serverNames    []string
+	rate           float64
+	handshakeDelay time.Duration
+	reset          bool
+	alert          string
+	certificate    string
+	caCert, caKey  string
 }
 
 func newCmdInjectTCP(g *globals) *cobra.Command {
@@ -39,7 +52,18 @@ direction; toxicity=F applies it to that share of connections:
 
 Examples:
   faultline inject tcp --netns /run/netns/cache --port 6379 --toxic downstream:latency=50ms,jitter=10ms --duration 30s
-  faultline inject tcp --local -n shop --service db --port 5432 --toxic downstream:reset_peer=3s,toxicity=0.5 --duration 1m`,
+  faultline inject tcp --local -n shop --service db --port 5432 --toxic downstream:reset_peer=3s,toxicity=0.5 --duration 1m
+
+TLS services: --sni narrows the fault to the connections whose ClientHello
+names a matching server (exact, or *.suffix; repeatable), and one --tls-*
+action faults their handshake, without the service's keys:
+  --tls-handshake-delay 2s   hold the ClientHello 2s
+  --tls-reset                RST once the ClientHello arrived
+  --tls-alert NAME           a fatal alert: handshake_failure, unknown_ca, protocol_version, ...
+  --tls-certificate DEFECT   complete the handshake with a certificate of the fault's own:
+                             expired, wrong_name or unknown_ca (with --tls-ca-cert/--tls-ca-key
+                             FILEs, expired and wrong_name ones are issued by that CA)
+  faultline inject tcp --netns /run/netns/pay --port 443 --sni '*.pay.test' --tls-certificate expired --duration 1m`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			req, err := p.request()
@@ -53,6 +77,14 @@ Examples:
 	p.targetParams.bind(f)
 	f.IntVar(&p.port, "port", 0, "the TCP port (required)")
 	f.StringArrayVar(&p.toxics, "toxic", nil, "a toxic, DIRECTION:KIND=VALUE[,key=value...]; repeatable")
+	f.StringArrayVar(&p.tls.serverNames, "sni", nil, "fault only TLS connections to this server name (exact or *.suffix); repeatable")
+	f.Float64Var(&p.tls.rate, "tls-rate", 1, "share of matching handshakes the --tls-* action applies to")
+	f.DurationVar(&p.tls.handshakeDelay, "tls-handshake-delay", 0, "hold each matching ClientHello this long")
+	f.BoolVar(&p.tls.reset, "tls-reset", false, "reset matching connections once their ClientHello arrived")
+	f.StringVar(&p.tls.alert, "tls-alert", "", "answer matching ClientHellos with this fatal TLS alert")
+	f.StringVar(&p.tls.certificate, "tls-certificate", "", "complete matching handshakes with a certificate that is expired, wrong_name or unknown_ca")
+	f.StringVar(&p.tls.caCert, "tls-ca-cert", "", "PEM file of the CA that issues --tls-certificate's certificates")
+	f.StringVar(&p.tls.caKey, "tls-ca-key", "", "PEM file of that CA's key")
 	return cmd
 }
 
@@ -61,10 +93,13 @@ func (p *tcpParams) request() (*pb.InjectRequest, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(p.toxics) == 0 {
-		return nil, usagef("give at least one --toxic, e.g. --toxic downstream:latency=50ms")
-	}
 	tf := &pb.TcpFault{Port: uint32(p.port)}
+	if tf.Tls, err = p.tls.proto(); err != nil {
+		return nil, err
+	}
+	if len(p.toxics) == 0 && (tf.Tls == nil || tf.Tls.Action == nil) {
+		return nil, usagef("give at least one --toxic, e.g. --toxic downstream:latency=50ms, or a --tls-* action")
+	}
 	for _, s := range p.toxics {
 		dir, t, err := parseToxic(s)
 		if err != nil {
@@ -160,4 +195,56 @@ func parseToxic(s string) (string, *pb.Toxic, error) {
 		return bad("%s takes no %q", kind, k)
 	}
 	return dir, t, nil
+}
+
+// proto builds the TlsFault of the flags; nil when none was given.
+func (t *tlsParams) proto() (*pb.TlsFault, error) {
+	tf := &pb.TlsFault{ServerNames: t.serverNames}
+	if t.rate != 1 {
+		tf.Rate = &t.rate
+	}
+	actions := 0
+	if t.handshakeDelay != 0 {
+		actions++
+		tf.Action = &pb.TlsFault_HandshakeDelay{HandshakeDelay: durationpb.New(t.handshakeDelay)}
+	}
+	if t.reset {
+		actions++
+		tf.Action = &pb.TlsFault_Reset_{Reset_: &pb.TlsReset{}}
+	}
+	if t.alert != "" {
+		actions++
+		tf.Action = &pb.TlsFault_Alert{Alert: t.alert}
+	}
+	if t.certificate != "" {
+		actions++
+		c := &pb.TlsCertificate{Defect: t.certificate}
+		if (t.caCert == "") != (t.caKey == "") {
+			return nil, usagef("give --tls-ca-cert and --tls-ca-key together")
+		}
+		if t.caCert != "" {
+			cert, err := os.ReadFile(t.caCert)
+			if err != nil {
+				return nil, usagef("--tls-ca-cert: %v", err)
+			}
+			key, err := os.ReadFile(t.caKey)
+			if err != nil {
+				return nil, usagef("--tls-ca-key: %v", err)
+			}
+			c.CaCertPem, c.CaKeyPem = string(cert), string(key)
+		}
+		tf.Action = &pb.TlsFault_Certificate{Certificate: c}
+	} else if t.caCert != "" || t.caKey != "" {
+		return nil, usagef("--tls-ca-cert and --tls-ca-key go with --tls-certificate")
+	}
+	switch {
+	case actions > 1:
+		return nil, usagef("give one of --tls-handshake-delay, --tls-reset, --tls-alert, --tls-certificate")
+	case actions == 0 && len(t.serverNames) == 0:
+		if t.rate != 1 {
+			return nil, usagef("--tls-rate goes with a --tls-* action")
+		}
+		return nil, nil
+	}
+	return tf, nil
 }

@@ -74,8 +74,9 @@ func (g *globals) printStatus(f *pb.FaultStatus) error {
 	w := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 	switch f.GetKind() {
 	case "tcp":
-		fmt.Fprintln(w, "CONNECTIONS\tTOXIC\tCUT\tBYTES_UPSTREAM\tBYTES_DOWNSTREAM\tCONNECTIONS_RESET")
-		fmt.Fprintf(w, "%d\t%d\t%d\t%d\t%d\t%d\n", c.GetTcpConnections(), c.GetTcpConnectionsToxic(), c.GetTcpConnectionsCut(), c.GetBytesUpstream(), c.GetBytesDownstream(), c.GetConnectionsReset())
+		fmt.Fprintln(w, "CONNECTIONS\tTOXIC\tCUT\tBYTES_UPSTREAM\tBYTES_DOWNSTREAM\tBYTES_DELAYED\tBYTES_DROPPED\tTLS_HANDSHAKES\tTLS_FAULTED\tCONNECTIONS_RESET")
+		fmt.Fprintf(w, "%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", c.GetTcpConnections(), c.GetTcpConnectionsToxic(), c.GetTcpConnectionsCut(), c.GetBytesUpstream(), c.GetBytesDownstream(),
+			c.GetBytesDelayed(), c.GetBytesDropped(), c.GetTlsHandshakes(), c.GetTlsHandshakesFaulted(), c.GetConnectionsReset())
 	case "network":
 		fmt.Fprintln(w, "PACKETS_SEEN\tPACKETS_DROPPED\tCONNECTIONS_REFUSED")
 		fmt.Fprintf(w, "%d\t%d\t%d\n", c.GetPacketsSeen(), c.GetPacketsDropped(), c.GetConnectionsRefused())

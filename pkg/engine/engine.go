@@ -282,6 +282,9 @@ func (e *Engine) Start(ctx context.Context, target Target, spec fault.Spec) (*Ru
 	f.started = time.Now()
 	f.expires = f.started.Add(spec.Duration)
 	e.mu.Unlock()
+	if t, ok := spec.Fault.(fault.Timed); ok {
+		t.Begin(f.started) // a timeline counts from now
+	}
 	go f.run()
 	f.log.Info("fault started", "kind", spec.Fault.Kind(), "target", target.String(), "claim", f.claim.String(), "duration", spec.Duration)
 	return f, nil

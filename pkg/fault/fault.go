@@ -88,6 +88,9 @@ func validateSpec(s Spec) error {
 	case s.Fault == nil:
 		return Invalid("fault: no fault given")
 	}
+	if l := timelineLength(s.Fault); l > s.Duration {
+		return Invalid("phases last %s in all, longer than the fault's duration %s: shorten a phase or lengthen the fault", l, s.Duration)
+	}
 	return nil
 }
 

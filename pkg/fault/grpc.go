@@ -31,6 +31,9 @@ type GRPC struct {
 	// default: gRPC connections are long-lived and carry long-lived
 	// streams, which keep working; new connections get the fault.
 	ResetConnections bool
+	// Timeline, when set, replaces Delay and the error fields: each phase's
+	// delay and error for its duration.
+	Timeline *Timeline
 
 	answerOnce sync.Once
 	answer     *Answer
@@ -56,6 +59,15 @@ func (f *GRPC) Validate() error {
 	}
 	if err := f.FailFirst.validate("failFirst"); err != nil {
 		return err
+	}
+	if f.Timeline != nil {
+		switch {
+		case f.Delay.Average > 0 || f.ErrorRate > 0 || f.Status != 0 || f.Message != "":
+			return Invalid("phases replace averageDelay, delayVariation, errorRate, statusCode and statusMessage: give them in each phase")
+		case f.FailFirst != nil:
+			return Invalid("phases cannot be combined with failFirst")
+		}
+		return f.Timeline.validate(func(i int) error { return f.Timeline.Phases[i].Rule.(*GRPC).Validate() })
 	}
 	switch {
 	case f.FailFirst != nil && f.ErrorRate > 0:
@@ -89,6 +101,9 @@ func (f *GRPC) Validate() error {
 
 // Decide draws the fate of one call; requests that are not gRPC calls pass.
 func (f *GRPC) Decide(r Request) Decision {
+	if f.Timeline != nil {
+		return f.Timeline.decide(r)
+	}
 	if !r.GRPC() {
 		return Decision{}
 	}

@@ -33,6 +33,9 @@ type HTTP struct {
 	// Rewrite, when set, changes the application's response to matching
 	// requests that are neither delayed-and-answered nor errored.
 	Rewrite *Rewrite
+	// Timeline, when set, replaces Delay and the error fields: each phase's
+	// delay and error for its duration.
+	Timeline *Timeline
 	// KeepConnections leaves connections established before the fault
 	// alone; by default they are reset so that their clients reconnect
 	// through the proxy.
@@ -82,6 +85,15 @@ func (f *HTTP) Validate() error {
 	}
 	if err := f.Rewrite.validate(); err != nil {
 		return err
+	}
+	if f.Timeline != nil {
+		switch {
+		case f.Delay.Average > 0 || f.ErrorRate > 0 || f.ErrorStatus != 0 || len(f.ErrorBody) > 0 || len(f.ErrorHeaders) > 0:
+			return Invalid("phases replace averageDelay, delayVariation, errorRate, errorCode, errorBody and errorHeaders: give them in each phase")
+		case f.FailFirst != nil || f.Rewrite != nil:
+			return Invalid("phases cannot be combined with failFirst or rewrite")
+		}
+		return f.Timeline.validate(func(i int) error { return f.Timeline.Phases[i].Rule.(*HTTP).Validate() })
 	}
 	switch s := f.ErrorStatus; {
 	case f.FailFirst != nil && f.ErrorRate > 0:
@@ -139,6 +151,9 @@ func (f *HTTP) Validate() error {
 
 // Decide draws the fate of one request.
 func (f *HTTP) Decide(r Request) Decision {
+	if f.Timeline != nil {
+		return f.Timeline.decide(r)
+	}
 	if !f.matches(r) {
 		return Decision{}
 	}

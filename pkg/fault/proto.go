@@ -107,6 +107,9 @@ func httpFromProto(p *pb.HTTPFault) (*HTTP, error) {
 	if m := p.GetMatch(); m != nil {
 		f.Match = Match{Paths: m.GetPaths(), Methods: m.GetMethods(), Headers: headerMatches(m.GetHeaders())}
 	}
+	if f.Timeline, err = httpPhases(f, p.GetPhases()); err != nil {
+		return nil, err
+	}
 	return f, f.Validate()
 }
 
@@ -119,6 +122,9 @@ func grpcFromProto(p *pb.GrpcFault) (*GRPC, error) {
 		return nil, err
 	}
 	if f.Delay, err = delay(p.GetAverageDelay(), p.GetDelayVariation(), p.DelayRate); err != nil {
+		return nil, err
+	}
+	if f.Timeline, err = grpcPhases(f, p.GetPhases()); err != nil {
 		return nil, err
 	}
 	return f, f.Validate()

@@ -17,6 +17,9 @@ type TCP struct {
 	Port       uint16
 	Upstream   []Toxic
 	Downstream []Toxic
+	// TLS, when set, applies the fault only to the TLS connections whose
+	// ClientHello matches, and faults their handshake.
+	TLS *TLS
 }
 
 func (f *TCP) Kind() Kind   { return KindTCP }
@@ -63,8 +66,13 @@ func (f *TCP) Validate() error {
 	if f.Port == 0 {
 		return Invalid("port must be in 1-65535, got 0")
 	}
-	if len(f.Upstream)+len(f.Downstream) == 0 {
-		return Invalid("a tcp fault needs at least one toxic, upstream or downstream")
+	if len(f.Upstream)+len(f.Downstream) == 0 && (f.TLS == nil || f.TLS.Action == TLSMatchOnly) {
+		return Invalid("a tcp fault needs at least one toxic, upstream or downstream, or a tls action (handshakeDelay, reset, alert, certificate)")
+	}
+	if f.TLS != nil {
+		if err := f.TLS.validate(); err != nil {
+			return err
+		}
 	}
 	for _, d := range []struct {
 		dir  string
@@ -157,6 +165,9 @@ func tcpFromProto(p *pb.TcpFault) (*TCP, error) {
 		return nil, err
 	}
 	if f.Downstream, err = convert("downstream", p.GetDownstream()); err != nil {
+		return nil, err
+	}
+	if f.TLS, err = tlsFromProto(p.GetTls()); err != nil {
 		return nil, err
 	}
 	return f, f.Validate()

@@ -379,6 +379,10 @@ func addCounters(total, c *pb.Counters) {
 	total.TcpConnectionsCut += c.GetTcpConnectionsCut()
 	total.BytesUpstream += c.GetBytesUpstream()
 	total.BytesDownstream += c.GetBytesDownstream()
+	total.BytesDelayed += c.GetBytesDelayed()
+	total.BytesDropped += c.GetBytesDropped()
+	total.TlsHandshakes += c.GetTlsHandshakes()
+	total.TlsHandshakesFaulted += c.GetTlsHandshakesFaulted()
 }
 
 // TerminatePods stops count targets chosen at random.

@@ -54,6 +54,7 @@ func StatusToProto(st engine.Status) *pb.FaultStatus {
 			PacketsDropped: c.PacketsDropped, ConnectionsRefused: c.ConnectionsRefused,
 			TcpConnections: c.TCP.Connections, TcpConnectionsToxic: c.TCP.Toxic, TcpConnectionsCut: c.TCP.Cut,
 			BytesUpstream: c.TCP.BytesUp, BytesDownstream: c.TCP.BytesDown,
+			BytesDelayed: c.TCP.BytesDelayed, BytesDropped: c.TCP.BytesDropped, TlsHandshakes: c.TCP.TLSHandshakes, TlsHandshakesFaulted: c.TCP.TLSFaulted,
 		},
 		EndReason: string(st.EndReason),
 		Protocol:  string(st.Claim.Protocol),

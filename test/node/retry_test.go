@@ -66,3 +66,71 @@ func TestFailFirstMakesRetriesDeterministic(t *testing.T) {
 		t.Errorf("errored %d of %d attempts, want %d of %d", c.GetErrored(), c.GetRequests(), 4*n, 5*n)
 	}
 }
+
+// retryAfterClient is urllib3 honouring Retry-After on 429, up to 5 times:
+// it prints the final status and the seconds the request took.
+const retryAfterClient = `
+import sys, time, urllib3
+http = urllib3.PoolManager()
+t0 = time.monotonic()
+r = http.request("GET", sys.argv[1], retries=urllib3.Retry(total=5, status_forcelist=[429], respect_retry_after_header=True, backoff_factor=0, raise_on_status=False))
+print(r.status, round(time.monotonic() - t0, 3))
+`
+
+// TestTimelinePhases: a fault as a timeline, "429 with Retry-After: 1 for
+// 2 s, then a 300 ms delay for 2 s, then nothing", seen by curl at each
+// phase and by urllib3, which honours Retry-After until the 429s stop.
+func TestTimelinePhases(t *testing.T) {
+	nd := newNode(t)
+	script := filepath.Join(t.TempDir(), "client.py")
+	if err := os.WriteFile(script, []byte(retryAfterClient), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	curl := func() (string, time.Duration) {
+		out, err := exec.Command("ip", "netns", "exec", nd.client.Name, "curl", "-s", "-o", "/dev/null", "--max-time", "10",
+			"-w", "%{http_code} %header{retry-after} %{time_total}", nd.url).CombinedOutput()
+		if err != nil {
+			t.Fatalf("curl: %v: %s", err, out)
+		}
+		f := strings.Fields(string(out))
+		secs, _ := time.ParseDuration(f[len(f)-1] + "s")
+		return strings.Join(f[:len(f)-1], " "), secs
+	}
+	const phase = 2 * time.Second
+	req := nd.httpRequest(10*time.Second, &pb.HTTPFault{Phases: []*pb.HTTPPhase{
+		{Duration: durationpb.New(phase), ErrorRate: 1, ErrorCode: 429, ErrorHeaders: map[string]string{"Retry-After": "1"}},
+		{Duration: durationpb.New(phase), AverageDelay: durationpb.New(300 * time.Millisecond)},
+	}})
+	c := withFault(t, nd, req, func() {
+		t0 := time.Now() // the fault is listed: active now, or within its start
+		if got, _ := curl(); got != "429 1" {
+			t.Errorf("phase 1: curl got %q, want 429 with Retry-After: 1", got)
+		}
+		out, err := exec.Command("ip", "netns", "exec", nd.client.Name, "/usr/bin/python3", script, nd.url).CombinedOutput()
+		if err != nil {
+			t.Fatalf("urllib3: %v\n%s", err, out)
+		}
+		var status int
+		var secs float64
+		fmt.Sscan(string(out), &status, &secs)
+		end := time.Since(t0)
+		t.Logf("urllib3 honouring Retry-After: %d after %.3fs, done %s into the timeline", status, secs, end)
+		// It retried through phase 1 and got its 200 in phase 2, delayed.
+		if status != 200 || end < phase+300*time.Millisecond || end > 2*phase+time.Second {
+			t.Errorf("urllib3: %d, done %s into the timeline; want 200 in phase 2 (after %s)", status, end, phase+300*time.Millisecond)
+		}
+		if time.Since(t0) < 2*phase-300*time.Millisecond {
+			if got, took := curl(); got != "200" || took < 300*time.Millisecond {
+				t.Errorf("phase 2: curl %q in %s, want 200 after 300ms", got, took)
+			}
+		}
+		time.Sleep(time.Until(t0.Add(2*phase + 200*time.Millisecond)))
+		if got, took := curl(); got != "200" || took > 200*time.Millisecond {
+			t.Errorf("after the phases: curl %q in %s, want 200 at once", got, took)
+		}
+	})
+	t.Logf("counters %v", c)
+	if c.GetErrored() < 2 || c.GetDelayed() < 1 || c.GetUnmatched() < 1 {
+		t.Errorf("counters %v: want 429s, a delayed request and one after the phases", c)
+	}
+}

@@ -183,6 +183,10 @@ var (
 		{desc("faultline_fault_tcp_connections_cut_total", "TCP faults: connections a toxic closed or reset.", faultLabels...), tcp, func(c engine.Counters) uint64 { return c.TCP.Cut }},
 		{desc("faultline_fault_tcp_bytes_upstream_total", "TCP faults: bytes relayed from clients to the application (a direction without toxics counts when it ends).", faultLabels...), tcp, func(c engine.Counters) uint64 { return c.TCP.BytesUp }},
 		{desc("faultline_fault_tcp_bytes_downstream_total", "TCP faults: bytes relayed from the application to clients.", faultLabels...), tcp, func(c engine.Counters) uint64 { return c.TCP.BytesDown }},
+		{desc("faultline_fault_tcp_bytes_delayed_total", "TCP faults: bytes a latency, bandwidth or slicer toxic held back.", faultLabels...), tcp, func(c engine.Counters) uint64 { return c.TCP.BytesDelayed }},
+		{desc("faultline_fault_tcp_bytes_dropped_total", "TCP faults: bytes read and never delivered (timeout, limit_data, a cut connection).", faultLabels...), tcp, func(c engine.Counters) uint64 { return c.TCP.BytesDropped }},
+		{desc("faultline_fault_tls_handshakes_total", "TCP faults with tls: ClientHellos read.", faultLabels...), tcp, func(c engine.Counters) uint64 { return c.TCP.TLSHandshakes }},
+		{desc("faultline_fault_tls_handshakes_faulted_total", "TCP faults with tls: handshakes the tls action faulted.", faultLabels...), tcp, func(c engine.Counters) uint64 { return c.TCP.TLSFaulted }},
 	}
 )
 

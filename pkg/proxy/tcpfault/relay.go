@@ -29,6 +29,12 @@ type Counters struct {
 	// Bytes relayed client → application and back; a direction without
 	// toxics (spliced by the kernel) counts its bytes when it ends.
 	BytesUp, BytesDown uint64
+	// BytesDelayed went through a latency, bandwidth or slicer toxic;
+	// BytesDropped were read and never delivered (timeout, limit_data, a
+	// cut connection).
+	BytesDelayed, BytesDropped uint64
+	// TLS: ClientHellos read, and handshakes the TLS action faulted.
+	TLSHandshakes, TLSFaulted uint64
 }
 
 // Proxy is the relay of one fault.
@@ -38,7 +44,10 @@ type Proxy struct {
 	Dial   func(ctx context.Context) (net.Conn, error)
 	Logger *slog.Logger
 
-	conns, toxic, cut, up, down atomic.Uint64
+	conns, toxic, cut, up, down          atomic.Uint64
+	delayed, dropped, hellos, tlsFaulted atomic.Uint64
+
+	certs certSource // TLS certificate action
 
 	initOnce  sync.Once
 	ctx       context.Context // cancelled by Shutdown: toxics stop
@@ -63,12 +72,16 @@ func (p *Proxy) init() {
 		if p.Logger == nil {
 			p.Logger = slog.New(slog.DiscardHandler)
 		}
+		if t := p.Fault.TLS; t != nil && t.Certificate != nil {
+			p.certs.cert = t.Certificate
+		}
 	})
 }
 
 // Counters returns the counts so far; safe at any time.
 func (p *Proxy) Counters() Counters {
-	return Counters{Connections: p.conns.Load(), Toxic: p.toxic.Load(), Cut: p.cut.Load(), BytesUp: p.up.Load(), BytesDown: p.down.Load()}
+	return Counters{Connections: p.conns.Load(), Toxic: p.toxic.Load(), Cut: p.cut.Load(), BytesUp: p.up.Load(), BytesDown: p.down.Load(),
+		BytesDelayed: p.delayed.Load(), BytesDropped: p.dropped.Load(), TLSHandshakes: p.hellos.Load(), TLSFaulted: p.tlsFaulted.Load()}
 }
 
 // Serve relays the connections ln accepts until Shutdown.
@@ -209,6 +222,33 @@ func (r *relay) run() {
 		p.wg.Done()
 	}()
 	p.conns.Add(1)
+	// A TLS fault reads the ClientHello first: it decides whether the
+	// connection is faulted at all, and the handshake's fate.
+	faulted, action := true, fault.TLSMatchOnly
+	var h hello
+	if t := p.Fault.TLS; t != nil {
+		h = readHello(r.client)
+		if h.info != nil {
+			p.hellos.Add(1)
+		}
+		faulted = h.info != nil && t.Matches(h.info.ServerName)
+		if faulted && t.Action != fault.TLSMatchOnly && t.Applies() {
+			action = t.Action
+			p.tlsFaulted.Add(1)
+		}
+	}
+	switch action {
+	case fault.TLSReset:
+		r.cutBy(toClient)
+		return
+	case fault.TLSAlert:
+		_ = r.client.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = r.client.Write(alertRecord(p.Fault.TLS.Alert.Code))
+		r.cutBy(toNone)
+		return
+	case fault.TLSDelay:
+		wait(p.ctx, time.Now().Add(p.Fault.TLS.HandshakeDelay))
+	}
 	ctx, cancel := context.WithTimeout(p.ctx, dialTimeout)
 	up, err := p.Dial(ctx)
 	cancel()
@@ -220,14 +260,36 @@ func (r *relay) run() {
 	if !r.setUp(up) {
 		return
 	}
-	upT, downT := draw(p.Fault.Upstream), draw(p.Fault.Downstream)
+	var upT, downT []fault.Toxic
+	if faulted {
+		upT, downT = draw(p.Fault.Upstream), draw(p.Fault.Downstream)
+	}
 	if len(upT)+len(downT) > 0 {
 		p.toxic.Add(1)
 	}
+	// from and to are the client's two directions: one net.Conn, but for
+	// a replayed ClientHello or the fault's own TLS.
+	from, to := r.client, r.client
+	switch {
+	case action == fault.TLSCertificate:
+		var ok bool
+		if from, up, ok = r.terminate(p.ctx, h, up); !ok {
+			return
+		}
+		to = from
+	case len(h.raw) > 0 && len(upT) > 0:
+		from = newReplayConn(r.client, h.raw) // the ClientHello goes through the toxics too
+	case len(h.raw) > 0:
+		if _, err := up.Write(h.raw); err != nil {
+			r.close(toClient)
+			return
+		}
+		p.up.Add(uint64(len(h.raw)))
+	}
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); r.pipe(up, r.client, upT, &p.up, true) }()
-	go func() { defer wg.Done(); r.pipe(r.client, up, downT, &p.down, false) }()
+	go func() { defer wg.Done(); r.pipe(up, from, upT, &p.up, true) }()
+	go func() { defer wg.Done(); r.pipe(to, up, downT, &p.down, false) }()
 	wg.Wait()
 }
 
@@ -298,10 +360,12 @@ func (r *relay) pipe(dst, src net.Conn, toxics []fault.Toxic, count *atomic.Uint
 	var passed int64
 	var next time.Time // bandwidth: when the next byte may go
 	dead := false      // cut or failed: the rest is read off and dropped
+	shaped := t.latency != nil || t.bandwidth != nil || t.slicer != nil
 	for c := range chunks {
 		b := c.b[:cap(c.b)]
 		live := ctx.Err() == nil // after the fault, the rest goes untouched
 		if dead || (live && t.timeout != nil) {
+			r.p.dropped.Add(uint64(len(c.b)))
 			bufPool.Put(&b) // delivered nowhere
 			continue
 		}
@@ -312,13 +376,19 @@ func (r *relay) pipe(dst, src net.Conn, toxics []fault.Toxic, count *atomic.Uint
 		limited := false
 		if live && t.limit != nil && passed+int64(len(data)) >= t.limit.Bytes {
 			data, limited = data[:t.limit.Bytes-passed], true
+			r.p.dropped.Add(uint64(len(c.b) - len(data)))
 		}
 		if err := r.write(ctx, dst, data, &t, &next); err != nil {
+			r.p.dropped.Add(uint64(len(data)))
 			r.close(toNone)
 			dead = true
+		} else {
+			passed += int64(len(data))
+			count.Add(uint64(len(data)))
+			if live && shaped {
+				r.p.delayed.Add(uint64(len(data)))
+			}
 		}
-		passed += int64(len(data))
-		count.Add(uint64(len(data)))
 		bufPool.Put(&b)
 		if limited {
 			r.cutBy(toNone)

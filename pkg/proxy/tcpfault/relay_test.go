@@ -107,7 +107,7 @@ func TestLatencyEveryChunkWithinItsInterval(t *testing.T) {
 	for i := 0; i < 200 && p.Counters().BytesUp != n; i++ {
 		time.Sleep(5 * time.Millisecond)
 	}
-	if c := p.Counters(); c.Connections != 1 || c.Toxic != 1 || c.BytesUp != n || c.BytesDown != n {
+	if c := p.Counters(); c.Connections != 1 || c.Toxic != 1 || c.BytesUp != n || c.BytesDown != n || c.BytesDelayed != n {
 		t.Errorf("counters %+v", c)
 	}
 }
@@ -150,6 +150,11 @@ func TestLimitDataCutsAfterItsBytes(t *testing.T) {
 		t.Errorf("read %d bytes, want 1000", n)
 	}
 	waitCut(t, p, 1)
+	// The chunk that crossed the limit lost its tail; what the app sent
+	// after it may still be read and dropped, or never leave its buffer.
+	if c := p.Counters(); c.BytesDown != 1000 || c.BytesDropped == 0 || c.BytesDropped > 64<<10-1000 {
+		t.Errorf("counters %+v, want 1000 bytes down and some of the other %d dropped", c, 64<<10-1000)
+	}
 }
 
 func TestResetPeerSendsRST(t *testing.T) {
@@ -164,13 +169,16 @@ func TestResetPeerSendsRST(t *testing.T) {
 }
 
 func TestTimeoutDeliversNothingThenCloses(t *testing.T) {
-	addr, _ := start(t, &fault.TCP{Upstream: []fault.Toxic{toxic(fault.ToxicTimeout, func(x *fault.Toxic) { x.Timeout = 300 * time.Millisecond })}}, echo)
+	addr, p := start(t, &fault.TCP{Upstream: []fault.Toxic{toxic(fault.ToxicTimeout, func(x *fault.Toxic) { x.Timeout = 300 * time.Millisecond })}}, echo)
 	c := dial(t, addr)
 	c.Write([]byte("ping"))
 	begin := time.Now()
 	n, _ := io.Copy(io.Discard, c)
 	if took := time.Since(begin); n != 0 || took < 250*time.Millisecond || took > time.Second {
 		t.Errorf("%d bytes, closed after %s; want nothing, closed after 300ms", n, took)
+	}
+	if c := p.Counters(); c.BytesDropped != 4 || c.BytesUp != 0 {
+		t.Errorf("counters %+v, want the 4 bytes sent dropped", c)
 	}
 }
 

@@ -473,7 +473,12 @@ type HTTPFault struct {
 	FailFirst *FailFirst `protobuf:"bytes,13,opt,name=fail_first,json=failFirst,proto3" json:"fail_first,omitempty"`
 	// Change the application's real response to matching requests that are
 	// not answered with the error (HTTP/1.1 only; HTTP/2 responses pass).
-	Rewrite       *ResponseRewrite `protobuf:"bytes,14,opt,name=rewrite,proto3" json:"rewrite,omitempty"`
+	Rewrite *ResponseRewrite `protobuf:"bytes,14,opt,name=rewrite,proto3" json:"rewrite,omitempty"`
+	// A timeline instead of the delay and error fields above: each phase's
+	// effect for its duration, in order, from when the fault is active;
+	// after the last phase requests pass untouched. The phases may not last
+	// longer than the fault.
+	Phases        []*HTTPPhase `protobuf:"bytes,15,rep,name=phases,proto3" json:"phases,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -606,6 +611,115 @@ func (x *HTTPFault) GetRewrite() *ResponseRewrite {
 	return nil
 }
 
+func (x *HTTPFault) GetPhases() []*HTTPPhase {
+	if x != nil {
+		return x.Phases
+	}
+	return nil
+}
+
+// HTTPPhase is one step of an HTTP fault's timeline; fields as HTTPFault's.
+// A phase without delay or error is a quiet one.
+type HTTPPhase struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Duration       *durationpb.Duration   `protobuf:"bytes,1,opt,name=duration,proto3" json:"duration,omitempty"`
+	AverageDelay   *durationpb.Duration   `protobuf:"bytes,2,opt,name=average_delay,json=averageDelay,proto3" json:"average_delay,omitempty"`
+	DelayVariation *durationpb.Duration   `protobuf:"bytes,3,opt,name=delay_variation,json=delayVariation,proto3" json:"delay_variation,omitempty"`
+	DelayRate      *float64               `protobuf:"fixed64,4,opt,name=delay_rate,json=delayRate,proto3,oneof" json:"delay_rate,omitempty"`
+	ErrorRate      float64                `protobuf:"fixed64,5,opt,name=error_rate,json=errorRate,proto3" json:"error_rate,omitempty"`
+	ErrorCode      uint32                 `protobuf:"varint,6,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
+	ErrorBody      string                 `protobuf:"bytes,7,opt,name=error_body,json=errorBody,proto3" json:"error_body,omitempty"`
+	ErrorHeaders   map[string]string      `protobuf:"bytes,8,rep,name=error_headers,json=errorHeaders,proto3" json:"error_headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *HTTPPhase) Reset() {
+	*x = HTTPPhase{}
+	mi := &file_faultline_v1_node_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HTTPPhase) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HTTPPhase) ProtoMessage() {}
+
+func (x *HTTPPhase) ProtoReflect() protoreflect.Message {
+	mi := &file_faultline_v1_node_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HTTPPhase.ProtoReflect.Descriptor instead.
+func (*HTTPPhase) Descriptor() ([]byte, []int) {
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *HTTPPhase) GetDuration() *durationpb.Duration {
+	if x != nil {
+		return x.Duration
+	}
+	return nil
+}
+
+func (x *HTTPPhase) GetAverageDelay() *durationpb.Duration {
+	if x != nil {
+		return x.AverageDelay
+	}
+	return nil
+}
+
+func (x *HTTPPhase) GetDelayVariation() *durationpb.Duration {
+	if x != nil {
+		return x.DelayVariation
+	}
+	return nil
+}
+
+func (x *HTTPPhase) GetDelayRate() float64 {
+	if x != nil && x.DelayRate != nil {
+		return *x.DelayRate
+	}
+	return 0
+}
+
+func (x *HTTPPhase) GetErrorRate() float64 {
+	if x != nil {
+		return x.ErrorRate
+	}
+	return 0
+}
+
+func (x *HTTPPhase) GetErrorCode() uint32 {
+	if x != nil {
+		return x.ErrorCode
+	}
+	return 0
+}
+
+func (x *HTTPPhase) GetErrorBody() string {
+	if x != nil {
+		return x.ErrorBody
+	}
+	return ""
+}
+
+func (x *HTTPPhase) GetErrorHeaders() map[string]string {
+	if x != nil {
+		return x.ErrorHeaders
+	}
+	return nil
+}
+
 // ResponseRewrite changes a response: status, headers, body. Framing
 // headers (Content-Length, Transfer-Encoding, Connection) stay faultline's:
 // a replaced body is sent with its own Content-Length.
@@ -623,7 +737,7 @@ type ResponseRewrite struct {
 
 func (x *ResponseRewrite) Reset() {
 	*x = ResponseRewrite{}
-	mi := &file_faultline_v1_node_proto_msgTypes[4]
+	mi := &file_faultline_v1_node_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -635,7 +749,7 @@ func (x *ResponseRewrite) String() string {
 func (*ResponseRewrite) ProtoMessage() {}
 
 func (x *ResponseRewrite) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[4]
+	mi := &file_faultline_v1_node_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -648,7 +762,7 @@ func (x *ResponseRewrite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResponseRewrite.ProtoReflect.Descriptor instead.
 func (*ResponseRewrite) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{4}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ResponseRewrite) GetStatus() uint32 {
@@ -695,7 +809,7 @@ type FailFirst struct {
 
 func (x *FailFirst) Reset() {
 	*x = FailFirst{}
-	mi := &file_faultline_v1_node_proto_msgTypes[5]
+	mi := &file_faultline_v1_node_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -707,7 +821,7 @@ func (x *FailFirst) String() string {
 func (*FailFirst) ProtoMessage() {}
 
 func (x *FailFirst) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[5]
+	mi := &file_faultline_v1_node_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -720,7 +834,7 @@ func (x *FailFirst) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailFirst.ProtoReflect.Descriptor instead.
 func (*FailFirst) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{5}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *FailFirst) GetAttempts() uint32 {
@@ -751,7 +865,7 @@ type HTTPMatch struct {
 
 func (x *HTTPMatch) Reset() {
 	*x = HTTPMatch{}
-	mi := &file_faultline_v1_node_proto_msgTypes[6]
+	mi := &file_faultline_v1_node_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -763,7 +877,7 @@ func (x *HTTPMatch) String() string {
 func (*HTTPMatch) ProtoMessage() {}
 
 func (x *HTTPMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[6]
+	mi := &file_faultline_v1_node_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -776,7 +890,7 @@ func (x *HTTPMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HTTPMatch.ProtoReflect.Descriptor instead.
 func (*HTTPMatch) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{6}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *HTTPMatch) GetPaths() []string {
@@ -811,7 +925,7 @@ type HeaderMatch struct {
 
 func (x *HeaderMatch) Reset() {
 	*x = HeaderMatch{}
-	mi := &file_faultline_v1_node_proto_msgTypes[7]
+	mi := &file_faultline_v1_node_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -823,7 +937,7 @@ func (x *HeaderMatch) String() string {
 func (*HeaderMatch) ProtoMessage() {}
 
 func (x *HeaderMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[7]
+	mi := &file_faultline_v1_node_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -836,7 +950,7 @@ func (x *HeaderMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderMatch.ProtoReflect.Descriptor instead.
 func (*HeaderMatch) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{7}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *HeaderMatch) GetName() string {
@@ -882,14 +996,16 @@ type GrpcFault struct {
 	ResetConnections bool `protobuf:"varint,11,opt,name=reset_connections,json=resetConnections,proto3" json:"reset_connections,omitempty"`
 	// Fail the first attempts of each logical call with status_code, and
 	// let later attempts through, instead of error_rate.
-	FailFirst     *FailFirst `protobuf:"bytes,12,opt,name=fail_first,json=failFirst,proto3" json:"fail_first,omitempty"`
+	FailFirst *FailFirst `protobuf:"bytes,12,opt,name=fail_first,json=failFirst,proto3" json:"fail_first,omitempty"`
+	// A timeline instead of the delay and error fields above, as HTTPFault's.
+	Phases        []*GrpcPhase `protobuf:"bytes,13,rep,name=phases,proto3" json:"phases,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GrpcFault) Reset() {
 	*x = GrpcFault{}
-	mi := &file_faultline_v1_node_proto_msgTypes[8]
+	mi := &file_faultline_v1_node_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -901,7 +1017,7 @@ func (x *GrpcFault) String() string {
 func (*GrpcFault) ProtoMessage() {}
 
 func (x *GrpcFault) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[8]
+	mi := &file_faultline_v1_node_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -914,7 +1030,7 @@ func (x *GrpcFault) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrpcFault.ProtoReflect.Descriptor instead.
 func (*GrpcFault) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{8}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GrpcFault) GetPort() uint32 {
@@ -1001,6 +1117,106 @@ func (x *GrpcFault) GetFailFirst() *FailFirst {
 	return nil
 }
 
+func (x *GrpcFault) GetPhases() []*GrpcPhase {
+	if x != nil {
+		return x.Phases
+	}
+	return nil
+}
+
+// GrpcPhase is one step of a gRPC fault's timeline; fields as GrpcFault's.
+type GrpcPhase struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Duration       *durationpb.Duration   `protobuf:"bytes,1,opt,name=duration,proto3" json:"duration,omitempty"`
+	AverageDelay   *durationpb.Duration   `protobuf:"bytes,2,opt,name=average_delay,json=averageDelay,proto3" json:"average_delay,omitempty"`
+	DelayVariation *durationpb.Duration   `protobuf:"bytes,3,opt,name=delay_variation,json=delayVariation,proto3" json:"delay_variation,omitempty"`
+	DelayRate      *float64               `protobuf:"fixed64,4,opt,name=delay_rate,json=delayRate,proto3,oneof" json:"delay_rate,omitempty"`
+	ErrorRate      float64                `protobuf:"fixed64,5,opt,name=error_rate,json=errorRate,proto3" json:"error_rate,omitempty"`
+	StatusCode     uint32                 `protobuf:"varint,6,opt,name=status_code,json=statusCode,proto3" json:"status_code,omitempty"`
+	StatusMessage  string                 `protobuf:"bytes,7,opt,name=status_message,json=statusMessage,proto3" json:"status_message,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *GrpcPhase) Reset() {
+	*x = GrpcPhase{}
+	mi := &file_faultline_v1_node_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GrpcPhase) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GrpcPhase) ProtoMessage() {}
+
+func (x *GrpcPhase) ProtoReflect() protoreflect.Message {
+	mi := &file_faultline_v1_node_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GrpcPhase.ProtoReflect.Descriptor instead.
+func (*GrpcPhase) Descriptor() ([]byte, []int) {
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *GrpcPhase) GetDuration() *durationpb.Duration {
+	if x != nil {
+		return x.Duration
+	}
+	return nil
+}
+
+func (x *GrpcPhase) GetAverageDelay() *durationpb.Duration {
+	if x != nil {
+		return x.AverageDelay
+	}
+	return nil
+}
+
+func (x *GrpcPhase) GetDelayVariation() *durationpb.Duration {
+	if x != nil {
+		return x.DelayVariation
+	}
+	return nil
+}
+
+func (x *GrpcPhase) GetDelayRate() float64 {
+	if x != nil && x.DelayRate != nil {
+		return *x.DelayRate
+	}
+	return 0
+}
+
+func (x *GrpcPhase) GetErrorRate() float64 {
+	if x != nil {
+		return x.ErrorRate
+	}
+	return 0
+}
+
+func (x *GrpcPhase) GetStatusCode() uint32 {
+	if x != nil {
+		return x.StatusCode
+	}
+	return 0
+}
+
+func (x *GrpcPhase) GetStatusMessage() string {
+	if x != nil {
+		return x.StatusMessage
+	}
+	return ""
+}
+
 // NetworkFault drops inbound packets and refuses new TCP connections.
 type NetworkFault struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1019,7 +1235,7 @@ type NetworkFault struct {
 
 func (x *NetworkFault) Reset() {
 	*x = NetworkFault{}
-	mi := &file_faultline_v1_node_proto_msgTypes[9]
+	mi := &file_faultline_v1_node_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1031,7 +1247,7 @@ func (x *NetworkFault) String() string {
 func (*NetworkFault) ProtoMessage() {}
 
 func (x *NetworkFault) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[9]
+	mi := &file_faultline_v1_node_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1044,7 +1260,7 @@ func (x *NetworkFault) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkFault.ProtoReflect.Descriptor instead.
 func (*NetworkFault) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{9}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *NetworkFault) GetPort() uint32 {
@@ -1082,17 +1298,21 @@ func (x *NetworkFault) GetResetRate() float64 {
 // each kind of toxic at most once per direction, and they combine. A direction without a
 // toxic is relayed by the kernel (splice), not copied through user space.
 type TcpFault struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Port          uint32                 `protobuf:"varint,1,opt,name=port,proto3" json:"port,omitempty"`
-	Upstream      []*Toxic               `protobuf:"bytes,2,rep,name=upstream,proto3" json:"upstream,omitempty"`
-	Downstream    []*Toxic               `protobuf:"bytes,3,rep,name=downstream,proto3" json:"downstream,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Port       uint32                 `protobuf:"varint,1,opt,name=port,proto3" json:"port,omitempty"`
+	Upstream   []*Toxic               `protobuf:"bytes,2,rep,name=upstream,proto3" json:"upstream,omitempty"`
+	Downstream []*Toxic               `protobuf:"bytes,3,rep,name=downstream,proto3" json:"downstream,omitempty"`
+	// When set, the relay reads each connection's TLS ClientHello (without
+	// the application's keys): connections whose SNI does not match pass
+	// untouched, matching ones get the handshake fault and the toxics.
+	Tls           *TlsFault `protobuf:"bytes,4,opt,name=tls,proto3" json:"tls,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TcpFault) Reset() {
 	*x = TcpFault{}
-	mi := &file_faultline_v1_node_proto_msgTypes[10]
+	mi := &file_faultline_v1_node_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1104,7 +1324,7 @@ func (x *TcpFault) String() string {
 func (*TcpFault) ProtoMessage() {}
 
 func (x *TcpFault) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[10]
+	mi := &file_faultline_v1_node_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1117,7 +1337,7 @@ func (x *TcpFault) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TcpFault.ProtoReflect.Descriptor instead.
 func (*TcpFault) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{10}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TcpFault) GetPort() uint32 {
@@ -1139,6 +1359,263 @@ func (x *TcpFault) GetDownstream() []*Toxic {
 		return x.Downstream
 	}
 	return nil
+}
+
+func (x *TcpFault) GetTls() *TlsFault {
+	if x != nil {
+		return x.Tls
+	}
+	return nil
+}
+
+// TlsFault matches TLS connections by the ClientHello's server name (SNI)
+// and faults their handshake.
+type TlsFault struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Server names to match: exact ("pay.example.test") or a suffix
+	// ("*.example.test" matches any name below example.test, not itself);
+	// case-insensitive. Empty matches every ClientHello, one without SNI
+	// too; a connection that does not start with a ClientHello never
+	// matches.
+	ServerNames []string `protobuf:"bytes,1,rep,name=server_names,json=serverNames,proto3" json:"server_names,omitempty"`
+	// Share of matching handshakes faulted, 0-1; unset means 1.
+	Rate *float64 `protobuf:"fixed64,2,opt,name=rate,proto3,oneof" json:"rate,omitempty"`
+	// Types that are valid to be assigned to Action:
+	//
+	//	*TlsFault_HandshakeDelay
+	//	*TlsFault_Reset_
+	//	*TlsFault_Alert
+	//	*TlsFault_Certificate
+	Action        isTlsFault_Action `protobuf_oneof:"action"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TlsFault) Reset() {
+	*x = TlsFault{}
+	mi := &file_faultline_v1_node_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TlsFault) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TlsFault) ProtoMessage() {}
+
+func (x *TlsFault) ProtoReflect() protoreflect.Message {
+	mi := &file_faultline_v1_node_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TlsFault.ProtoReflect.Descriptor instead.
+func (*TlsFault) Descriptor() ([]byte, []int) {
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *TlsFault) GetServerNames() []string {
+	if x != nil {
+		return x.ServerNames
+	}
+	return nil
+}
+
+func (x *TlsFault) GetRate() float64 {
+	if x != nil && x.Rate != nil {
+		return *x.Rate
+	}
+	return 0
+}
+
+func (x *TlsFault) GetAction() isTlsFault_Action {
+	if x != nil {
+		return x.Action
+	}
+	return nil
+}
+
+func (x *TlsFault) GetHandshakeDelay() *durationpb.Duration {
+	if x != nil {
+		if x, ok := x.Action.(*TlsFault_HandshakeDelay); ok {
+			return x.HandshakeDelay
+		}
+	}
+	return nil
+}
+
+func (x *TlsFault) GetReset_() *TlsReset {
+	if x != nil {
+		if x, ok := x.Action.(*TlsFault_Reset_); ok {
+			return x.Reset_
+		}
+	}
+	return nil
+}
+
+func (x *TlsFault) GetAlert() string {
+	if x != nil {
+		if x, ok := x.Action.(*TlsFault_Alert); ok {
+			return x.Alert
+		}
+	}
+	return ""
+}
+
+func (x *TlsFault) GetCertificate() *TlsCertificate {
+	if x != nil {
+		if x, ok := x.Action.(*TlsFault_Certificate); ok {
+			return x.Certificate
+		}
+	}
+	return nil
+}
+
+type isTlsFault_Action interface {
+	isTlsFault_Action()
+}
+
+type TlsFault_HandshakeDelay struct {
+	// Holds the ClientHello for this long before the application sees it.
+	HandshakeDelay *durationpb.Duration `protobuf:"bytes,10,opt,name=handshake_delay,json=handshakeDelay,proto3,oneof"`
+}
+
+type TlsFault_Reset_ struct {
+	// Resets the connection (RST) once the ClientHello has arrived.
+	Reset_ *TlsReset `protobuf:"bytes,11,opt,name=reset,proto3,oneof"`
+}
+
+type TlsFault_Alert struct {
+	// Answers the ClientHello with a fatal TLS alert, by name:
+	// handshake_failure, bad_certificate, certificate_expired, unknown_ca,
+	// access_denied, protocol_version, insufficient_security,
+	// internal_error, unrecognized_name, no_application_protocol.
+	Alert string `protobuf:"bytes,12,opt,name=alert,proto3,oneof"`
+}
+
+type TlsFault_Certificate struct {
+	// Completes the handshake with a certificate of the fault's own, so
+	// that clients' certificate checks are tested; the relay speaks TLS to
+	// the application (without verifying it) and passes the plaintext.
+	Certificate *TlsCertificate `protobuf:"bytes,13,opt,name=certificate,proto3,oneof"`
+}
+
+func (*TlsFault_HandshakeDelay) isTlsFault_Action() {}
+
+func (*TlsFault_Reset_) isTlsFault_Action() {}
+
+func (*TlsFault_Alert) isTlsFault_Action() {}
+
+func (*TlsFault_Certificate) isTlsFault_Action() {}
+
+type TlsReset struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TlsReset) Reset() {
+	*x = TlsReset{}
+	mi := &file_faultline_v1_node_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TlsReset) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TlsReset) ProtoMessage() {}
+
+func (x *TlsReset) ProtoReflect() protoreflect.Message {
+	mi := &file_faultline_v1_node_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TlsReset.ProtoReflect.Descriptor instead.
+func (*TlsReset) Descriptor() ([]byte, []int) {
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{14}
+}
+
+type TlsCertificate struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What is wrong with it: "expired" (valid until a day ago), "wrong_name"
+	// (issued for wrong-name.faultline.invalid) or "unknown_ca" (right
+	// name, in date, issued by a CA made for this fault).
+	Defect string `protobuf:"bytes,1,opt,name=defect,proto3" json:"defect,omitempty"`
+	// Optional PEM CA certificate and key that issue the fault's
+	// certificates (expired, wrong_name), so that a client trusting this CA
+	// sees exactly the defect asked for; by default each fault makes a CA
+	// of its own, which no client trusts.
+	CaCertPem     string `protobuf:"bytes,2,opt,name=ca_cert_pem,json=caCertPem,proto3" json:"ca_cert_pem,omitempty"`
+	CaKeyPem      string `protobuf:"bytes,3,opt,name=ca_key_pem,json=caKeyPem,proto3" json:"ca_key_pem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TlsCertificate) Reset() {
+	*x = TlsCertificate{}
+	mi := &file_faultline_v1_node_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TlsCertificate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TlsCertificate) ProtoMessage() {}
+
+func (x *TlsCertificate) ProtoReflect() protoreflect.Message {
+	mi := &file_faultline_v1_node_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TlsCertificate.ProtoReflect.Descriptor instead.
+func (*TlsCertificate) Descriptor() ([]byte, []int) {
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *TlsCertificate) GetDefect() string {
+	if x != nil {
+		return x.Defect
+	}
+	return ""
+}
+
+func (x *TlsCertificate) GetCaCertPem() string {
+	if x != nil {
+		return x.CaCertPem
+	}
+	return ""
+}
+
+func (x *TlsCertificate) GetCaKeyPem() string {
+	if x != nil {
+		return x.CaKeyPem
+	}
+	return ""
 }
 
 // Toxic is one effect on one direction of a connection.
@@ -1163,7 +1640,7 @@ type Toxic struct {
 
 func (x *Toxic) Reset() {
 	*x = Toxic{}
-	mi := &file_faultline_v1_node_proto_msgTypes[11]
+	mi := &file_faultline_v1_node_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1175,7 +1652,7 @@ func (x *Toxic) String() string {
 func (*Toxic) ProtoMessage() {}
 
 func (x *Toxic) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[11]
+	mi := &file_faultline_v1_node_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1188,7 +1665,7 @@ func (x *Toxic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Toxic.ProtoReflect.Descriptor instead.
 func (*Toxic) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{11}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Toxic) GetToxicity() float64 {
@@ -1338,7 +1815,7 @@ type LatencyToxic struct {
 
 func (x *LatencyToxic) Reset() {
 	*x = LatencyToxic{}
-	mi := &file_faultline_v1_node_proto_msgTypes[12]
+	mi := &file_faultline_v1_node_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1350,7 +1827,7 @@ func (x *LatencyToxic) String() string {
 func (*LatencyToxic) ProtoMessage() {}
 
 func (x *LatencyToxic) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[12]
+	mi := &file_faultline_v1_node_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1363,7 +1840,7 @@ func (x *LatencyToxic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LatencyToxic.ProtoReflect.Descriptor instead.
 func (*LatencyToxic) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{12}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *LatencyToxic) GetLatency() *durationpb.Duration {
@@ -1389,7 +1866,7 @@ type BandwidthToxic struct {
 
 func (x *BandwidthToxic) Reset() {
 	*x = BandwidthToxic{}
-	mi := &file_faultline_v1_node_proto_msgTypes[13]
+	mi := &file_faultline_v1_node_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1401,7 +1878,7 @@ func (x *BandwidthToxic) String() string {
 func (*BandwidthToxic) ProtoMessage() {}
 
 func (x *BandwidthToxic) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[13]
+	mi := &file_faultline_v1_node_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1414,7 +1891,7 @@ func (x *BandwidthToxic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BandwidthToxic.ProtoReflect.Descriptor instead.
 func (*BandwidthToxic) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{13}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *BandwidthToxic) GetRate() uint64 {
@@ -1433,7 +1910,7 @@ type TimeoutToxic struct {
 
 func (x *TimeoutToxic) Reset() {
 	*x = TimeoutToxic{}
-	mi := &file_faultline_v1_node_proto_msgTypes[14]
+	mi := &file_faultline_v1_node_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1445,7 +1922,7 @@ func (x *TimeoutToxic) String() string {
 func (*TimeoutToxic) ProtoMessage() {}
 
 func (x *TimeoutToxic) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[14]
+	mi := &file_faultline_v1_node_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1458,7 +1935,7 @@ func (x *TimeoutToxic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimeoutToxic.ProtoReflect.Descriptor instead.
 func (*TimeoutToxic) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{14}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *TimeoutToxic) GetTimeout() *durationpb.Duration {
@@ -1477,7 +1954,7 @@ type ResetPeerToxic struct {
 
 func (x *ResetPeerToxic) Reset() {
 	*x = ResetPeerToxic{}
-	mi := &file_faultline_v1_node_proto_msgTypes[15]
+	mi := &file_faultline_v1_node_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1489,7 +1966,7 @@ func (x *ResetPeerToxic) String() string {
 func (*ResetPeerToxic) ProtoMessage() {}
 
 func (x *ResetPeerToxic) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[15]
+	mi := &file_faultline_v1_node_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1502,7 +1979,7 @@ func (x *ResetPeerToxic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetPeerToxic.ProtoReflect.Descriptor instead.
 func (*ResetPeerToxic) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{15}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ResetPeerToxic) GetTimeout() *durationpb.Duration {
@@ -1521,7 +1998,7 @@ type SlowCloseToxic struct {
 
 func (x *SlowCloseToxic) Reset() {
 	*x = SlowCloseToxic{}
-	mi := &file_faultline_v1_node_proto_msgTypes[16]
+	mi := &file_faultline_v1_node_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1533,7 +2010,7 @@ func (x *SlowCloseToxic) String() string {
 func (*SlowCloseToxic) ProtoMessage() {}
 
 func (x *SlowCloseToxic) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[16]
+	mi := &file_faultline_v1_node_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1546,7 +2023,7 @@ func (x *SlowCloseToxic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlowCloseToxic.ProtoReflect.Descriptor instead.
 func (*SlowCloseToxic) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{16}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SlowCloseToxic) GetDelay() *durationpb.Duration {
@@ -1565,7 +2042,7 @@ type LimitDataToxic struct {
 
 func (x *LimitDataToxic) Reset() {
 	*x = LimitDataToxic{}
-	mi := &file_faultline_v1_node_proto_msgTypes[17]
+	mi := &file_faultline_v1_node_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1577,7 +2054,7 @@ func (x *LimitDataToxic) String() string {
 func (*LimitDataToxic) ProtoMessage() {}
 
 func (x *LimitDataToxic) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[17]
+	mi := &file_faultline_v1_node_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1590,7 +2067,7 @@ func (x *LimitDataToxic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LimitDataToxic.ProtoReflect.Descriptor instead.
 func (*LimitDataToxic) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{17}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *LimitDataToxic) GetBytes() uint64 {
@@ -1611,7 +2088,7 @@ type SlicerToxic struct {
 
 func (x *SlicerToxic) Reset() {
 	*x = SlicerToxic{}
-	mi := &file_faultline_v1_node_proto_msgTypes[18]
+	mi := &file_faultline_v1_node_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1623,7 +2100,7 @@ func (x *SlicerToxic) String() string {
 func (*SlicerToxic) ProtoMessage() {}
 
 func (x *SlicerToxic) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[18]
+	mi := &file_faultline_v1_node_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1636,7 +2113,7 @@ func (x *SlicerToxic) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SlicerToxic.ProtoReflect.Descriptor instead.
 func (*SlicerToxic) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{18}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SlicerToxic) GetAverageSize() uint64 {
@@ -1673,19 +2150,23 @@ type Counters struct {
 	ConnectionsRefused uint64                 `protobuf:"varint,9,opt,name=connections_refused,json=connectionsRefused,proto3" json:"connections_refused,omitempty"` // network: new TCP connections refused (reset_rate)
 	// Targets whose pod was deleted while the fault ran: their fault ended
 	// early and released everything.
-	TargetsDeleted      uint64 `protobuf:"varint,10,opt,name=targets_deleted,json=targetsDeleted,proto3" json:"targets_deleted,omitempty"`
-	TcpConnections      uint64 `protobuf:"varint,11,opt,name=tcp_connections,json=tcpConnections,proto3" json:"tcp_connections,omitempty"`                  // tcp: connections relayed
-	TcpConnectionsToxic uint64 `protobuf:"varint,12,opt,name=tcp_connections_toxic,json=tcpConnectionsToxic,proto3" json:"tcp_connections_toxic,omitempty"` // tcp: connections at least one toxic applied to
-	TcpConnectionsCut   uint64 `protobuf:"varint,13,opt,name=tcp_connections_cut,json=tcpConnectionsCut,proto3" json:"tcp_connections_cut,omitempty"`       // tcp: connections a toxic closed or reset
-	BytesUpstream       uint64 `protobuf:"varint,14,opt,name=bytes_upstream,json=bytesUpstream,proto3" json:"bytes_upstream,omitempty"`                     // tcp: bytes relayed client → application
-	BytesDownstream     uint64 `protobuf:"varint,15,opt,name=bytes_downstream,json=bytesDownstream,proto3" json:"bytes_downstream,omitempty"`               // tcp: bytes relayed application → client
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	TargetsDeleted       uint64 `protobuf:"varint,10,opt,name=targets_deleted,json=targetsDeleted,proto3" json:"targets_deleted,omitempty"`
+	TcpConnections       uint64 `protobuf:"varint,11,opt,name=tcp_connections,json=tcpConnections,proto3" json:"tcp_connections,omitempty"`                     // tcp: connections relayed
+	TcpConnectionsToxic  uint64 `protobuf:"varint,12,opt,name=tcp_connections_toxic,json=tcpConnectionsToxic,proto3" json:"tcp_connections_toxic,omitempty"`    // tcp: connections at least one toxic applied to
+	TcpConnectionsCut    uint64 `protobuf:"varint,13,opt,name=tcp_connections_cut,json=tcpConnectionsCut,proto3" json:"tcp_connections_cut,omitempty"`          // tcp: connections a toxic closed or reset
+	BytesUpstream        uint64 `protobuf:"varint,14,opt,name=bytes_upstream,json=bytesUpstream,proto3" json:"bytes_upstream,omitempty"`                        // tcp: bytes relayed client → application
+	BytesDownstream      uint64 `protobuf:"varint,15,opt,name=bytes_downstream,json=bytesDownstream,proto3" json:"bytes_downstream,omitempty"`                  // tcp: bytes relayed application → client
+	BytesDelayed         uint64 `protobuf:"varint,16,opt,name=bytes_delayed,json=bytesDelayed,proto3" json:"bytes_delayed,omitempty"`                           // tcp: bytes a latency, bandwidth or slicer toxic held back
+	BytesDropped         uint64 `protobuf:"varint,17,opt,name=bytes_dropped,json=bytesDropped,proto3" json:"bytes_dropped,omitempty"`                           // tcp: bytes read but never delivered (timeout, limit_data, a cut)
+	TlsHandshakes        uint64 `protobuf:"varint,18,opt,name=tls_handshakes,json=tlsHandshakes,proto3" json:"tls_handshakes,omitempty"`                        // tcp with tls: ClientHellos read
+	TlsHandshakesFaulted uint64 `protobuf:"varint,19,opt,name=tls_handshakes_faulted,json=tlsHandshakesFaulted,proto3" json:"tls_handshakes_faulted,omitempty"` // tcp with tls: handshakes the tls action faulted
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *Counters) Reset() {
 	*x = Counters{}
-	mi := &file_faultline_v1_node_proto_msgTypes[19]
+	mi := &file_faultline_v1_node_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1697,7 +2178,7 @@ func (x *Counters) String() string {
 func (*Counters) ProtoMessage() {}
 
 func (x *Counters) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[19]
+	mi := &file_faultline_v1_node_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1710,7 +2191,7 @@ func (x *Counters) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Counters.ProtoReflect.Descriptor instead.
 func (*Counters) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{19}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Counters) GetRequests() uint64 {
@@ -1818,6 +2299,34 @@ func (x *Counters) GetBytesDownstream() uint64 {
 	return 0
 }
 
+func (x *Counters) GetBytesDelayed() uint64 {
+	if x != nil {
+		return x.BytesDelayed
+	}
+	return 0
+}
+
+func (x *Counters) GetBytesDropped() uint64 {
+	if x != nil {
+		return x.BytesDropped
+	}
+	return 0
+}
+
+func (x *Counters) GetTlsHandshakes() uint64 {
+	if x != nil {
+		return x.TlsHandshakes
+	}
+	return 0
+}
+
+func (x *Counters) GetTlsHandshakesFaulted() uint64 {
+	if x != nil {
+		return x.TlsHandshakesFaulted
+	}
+	return 0
+}
+
 type FaultStatus struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Id     string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -1839,7 +2348,7 @@ type FaultStatus struct {
 
 func (x *FaultStatus) Reset() {
 	*x = FaultStatus{}
-	mi := &file_faultline_v1_node_proto_msgTypes[20]
+	mi := &file_faultline_v1_node_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1851,7 +2360,7 @@ func (x *FaultStatus) String() string {
 func (*FaultStatus) ProtoMessage() {}
 
 func (x *FaultStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[20]
+	mi := &file_faultline_v1_node_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1864,7 +2373,7 @@ func (x *FaultStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FaultStatus.ProtoReflect.Descriptor instead.
 func (*FaultStatus) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{20}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *FaultStatus) GetId() string {
@@ -1947,7 +2456,7 @@ type InjectResponse struct {
 
 func (x *InjectResponse) Reset() {
 	*x = InjectResponse{}
-	mi := &file_faultline_v1_node_proto_msgTypes[21]
+	mi := &file_faultline_v1_node_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1959,7 +2468,7 @@ func (x *InjectResponse) String() string {
 func (*InjectResponse) ProtoMessage() {}
 
 func (x *InjectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[21]
+	mi := &file_faultline_v1_node_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1972,7 +2481,7 @@ func (x *InjectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InjectResponse.ProtoReflect.Descriptor instead.
 func (*InjectResponse) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{21}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *InjectResponse) GetFault() *FaultStatus {
@@ -1990,7 +2499,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_faultline_v1_node_proto_msgTypes[22]
+	mi := &file_faultline_v1_node_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2002,7 +2511,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[22]
+	mi := &file_faultline_v1_node_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2015,7 +2524,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{22}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{27}
 }
 
 type ListResponse struct {
@@ -2027,7 +2536,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_faultline_v1_node_proto_msgTypes[23]
+	mi := &file_faultline_v1_node_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2039,7 +2548,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[23]
+	mi := &file_faultline_v1_node_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2052,7 +2561,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{23}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListResponse) GetFaults() []*FaultStatus {
@@ -2071,7 +2580,7 @@ type RevokeRequest struct {
 
 func (x *RevokeRequest) Reset() {
 	*x = RevokeRequest{}
-	mi := &file_faultline_v1_node_proto_msgTypes[24]
+	mi := &file_faultline_v1_node_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2083,7 +2592,7 @@ func (x *RevokeRequest) String() string {
 func (*RevokeRequest) ProtoMessage() {}
 
 func (x *RevokeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[24]
+	mi := &file_faultline_v1_node_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2096,7 +2605,7 @@ func (x *RevokeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeRequest.ProtoReflect.Descriptor instead.
 func (*RevokeRequest) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{24}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RevokeRequest) GetId() string {
@@ -2115,7 +2624,7 @@ type RevokeResponse struct {
 
 func (x *RevokeResponse) Reset() {
 	*x = RevokeResponse{}
-	mi := &file_faultline_v1_node_proto_msgTypes[25]
+	mi := &file_faultline_v1_node_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2127,7 +2636,7 @@ func (x *RevokeResponse) String() string {
 func (*RevokeResponse) ProtoMessage() {}
 
 func (x *RevokeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_faultline_v1_node_proto_msgTypes[25]
+	mi := &file_faultline_v1_node_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2140,7 +2649,7 @@ func (x *RevokeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeResponse.ProtoReflect.Descriptor instead.
 func (*RevokeResponse) Descriptor() ([]byte, []int) {
-	return file_faultline_v1_node_proto_rawDescGZIP(), []int{25}
+	return file_faultline_v1_node_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RevokeResponse) GetFault() *FaultStatus {
@@ -2174,7 +2683,7 @@ const file_faultline_v1_node_proto_rawDesc = "" +
 	"\x04grpc\x18\v \x01(\v2\x17.faultline.v1.GrpcFaultH\x00R\x04grpc\x126\n" +
 	"\anetwork\x18\f \x01(\v2\x1a.faultline.v1.NetworkFaultH\x00R\anetwork\x12*\n" +
 	"\x03tcp\x18\r \x01(\v2\x16.faultline.v1.TcpFaultH\x00R\x03tcpB\a\n" +
-	"\x05fault\"\xe1\x05\n" +
+	"\x05fault\"\x92\x06\n" +
 	"\tHTTPFault\x12\x12\n" +
 	"\x04port\x18\x01 \x01(\rR\x04port\x12>\n" +
 	"\raverage_delay\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\faverageDelay\x12B\n" +
@@ -2196,7 +2705,25 @@ const file_faultline_v1_node_proto_rawDesc = "" +
 	"\x10keep_connections\x18\f \x01(\bR\x0fkeepConnections\x126\n" +
 	"\n" +
 	"fail_first\x18\r \x01(\v2\x17.faultline.v1.FailFirstR\tfailFirst\x127\n" +
-	"\arewrite\x18\x0e \x01(\v2\x1d.faultline.v1.ResponseRewriteR\arewrite\x1a?\n" +
+	"\arewrite\x18\x0e \x01(\v2\x1d.faultline.v1.ResponseRewriteR\arewrite\x12/\n" +
+	"\x06phases\x18\x0f \x03(\v2\x17.faultline.v1.HTTPPhaseR\x06phases\x1a?\n" +
+	"\x11ErrorHeadersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\r\n" +
+	"\v_delay_rate\"\xe7\x03\n" +
+	"\tHTTPPhase\x125\n" +
+	"\bduration\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12>\n" +
+	"\raverage_delay\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\faverageDelay\x12B\n" +
+	"\x0fdelay_variation\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x0edelayVariation\x12\"\n" +
+	"\n" +
+	"delay_rate\x18\x04 \x01(\x01H\x00R\tdelayRate\x88\x01\x01\x12\x1d\n" +
+	"\n" +
+	"error_rate\x18\x05 \x01(\x01R\terrorRate\x12\x1d\n" +
+	"\n" +
+	"error_code\x18\x06 \x01(\rR\terrorCode\x12\x1d\n" +
+	"\n" +
+	"error_body\x18\a \x01(\tR\terrorBody\x12N\n" +
+	"\rerror_headers\x18\b \x03(\v2).faultline.v1.HTTPPhase.ErrorHeadersEntryR\ferrorHeaders\x1a?\n" +
 	"\x11ErrorHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B\r\n" +
@@ -2221,7 +2748,7 @@ const file_faultline_v1_node_proto_rawDesc = "" +
 	"\aheaders\x18\x03 \x03(\v2\x19.faultline.v1.HeaderMatchR\aheaders\"7\n" +
 	"\vHeaderMatch\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value\"\x8d\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\xbe\x04\n" +
 	"\tGrpcFault\x12\x12\n" +
 	"\x04port\x18\x01 \x01(\rR\x04port\x12>\n" +
 	"\raverage_delay\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\faverageDelay\x12B\n" +
@@ -2239,7 +2766,20 @@ const file_faultline_v1_node_proto_rawDesc = "" +
 	" \x03(\v2\x19.faultline.v1.HeaderMatchR\bmetadata\x12+\n" +
 	"\x11reset_connections\x18\v \x01(\bR\x10resetConnections\x126\n" +
 	"\n" +
-	"fail_first\x18\f \x01(\v2\x17.faultline.v1.FailFirstR\tfailFirstB\r\n" +
+	"fail_first\x18\f \x01(\v2\x17.faultline.v1.FailFirstR\tfailFirst\x12/\n" +
+	"\x06phases\x18\r \x03(\v2\x17.faultline.v1.GrpcPhaseR\x06phasesB\r\n" +
+	"\v_delay_rate\"\xe0\x02\n" +
+	"\tGrpcPhase\x125\n" +
+	"\bduration\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\bduration\x12>\n" +
+	"\raverage_delay\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\faverageDelay\x12B\n" +
+	"\x0fdelay_variation\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x0edelayVariation\x12\"\n" +
+	"\n" +
+	"delay_rate\x18\x04 \x01(\x01H\x00R\tdelayRate\x88\x01\x01\x12\x1d\n" +
+	"\n" +
+	"error_rate\x18\x05 \x01(\x01R\terrorRate\x12\x1f\n" +
+	"\vstatus_code\x18\x06 \x01(\rR\n" +
+	"statusCode\x12%\n" +
+	"\x0estatus_message\x18\a \x01(\tR\rstatusMessageB\r\n" +
 	"\v_delay_rate\"\x8d\x01\n" +
 	"\fNetworkFault\x12\x12\n" +
 	"\x04port\x18\x01 \x01(\rR\x04port\x12\x1a\n" +
@@ -2248,13 +2788,31 @@ const file_faultline_v1_node_proto_rawDesc = "" +
 	"\n" +
 	"reset_rate\x18\x04 \x01(\x01R\tresetRateB\f\n" +
 	"\n" +
-	"_drop_rate\"\x84\x01\n" +
+	"_drop_rate\"\xae\x01\n" +
 	"\bTcpFault\x12\x12\n" +
 	"\x04port\x18\x01 \x01(\rR\x04port\x12/\n" +
 	"\bupstream\x18\x02 \x03(\v2\x13.faultline.v1.ToxicR\bupstream\x123\n" +
 	"\n" +
 	"downstream\x18\x03 \x03(\v2\x13.faultline.v1.ToxicR\n" +
-	"downstream\"\xdd\x03\n" +
+	"downstream\x12(\n" +
+	"\x03tls\x18\x04 \x01(\v2\x16.faultline.v1.TlsFaultR\x03tls\"\xa9\x02\n" +
+	"\bTlsFault\x12!\n" +
+	"\fserver_names\x18\x01 \x03(\tR\vserverNames\x12\x17\n" +
+	"\x04rate\x18\x02 \x01(\x01H\x01R\x04rate\x88\x01\x01\x12D\n" +
+	"\x0fhandshake_delay\x18\n" +
+	" \x01(\v2\x19.google.protobuf.DurationH\x00R\x0ehandshakeDelay\x12.\n" +
+	"\x05reset\x18\v \x01(\v2\x16.faultline.v1.TlsResetH\x00R\x05reset\x12\x16\n" +
+	"\x05alert\x18\f \x01(\tH\x00R\x05alert\x12@\n" +
+	"\vcertificate\x18\r \x01(\v2\x1c.faultline.v1.TlsCertificateH\x00R\vcertificateB\b\n" +
+	"\x06actionB\a\n" +
+	"\x05_rate\"\n" +
+	"\n" +
+	"\bTlsReset\"f\n" +
+	"\x0eTlsCertificate\x12\x16\n" +
+	"\x06defect\x18\x01 \x01(\tR\x06defect\x12\x1e\n" +
+	"\vca_cert_pem\x18\x02 \x01(\tR\tcaCertPem\x12\x1c\n" +
+	"\n" +
+	"ca_key_pem\x18\x03 \x01(\tR\bcaKeyPem\"\xdd\x03\n" +
 	"\x05Toxic\x12\x1f\n" +
 	"\btoxicity\x18\x01 \x01(\x01H\x01R\btoxicity\x88\x01\x01\x126\n" +
 	"\alatency\x18\n" +
@@ -2286,7 +2844,7 @@ const file_faultline_v1_node_proto_rawDesc = "" +
 	"\vSlicerToxic\x12!\n" +
 	"\faverage_size\x18\x01 \x01(\x04R\vaverageSize\x12%\n" +
 	"\x0esize_variation\x18\x02 \x01(\x04R\rsizeVariation\x12/\n" +
-	"\x05delay\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x05delay\"\xd3\x04\n" +
+	"\x05delay\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x05delay\"\xfa\x05\n" +
 	"\bCounters\x12\x1a\n" +
 	"\brequests\x18\x01 \x01(\x04R\brequests\x12\x1c\n" +
 	"\tunmatched\x18\x02 \x01(\x04R\tunmatched\x12\x18\n" +
@@ -2303,7 +2861,11 @@ const file_faultline_v1_node_proto_rawDesc = "" +
 	"\x15tcp_connections_toxic\x18\f \x01(\x04R\x13tcpConnectionsToxic\x12.\n" +
 	"\x13tcp_connections_cut\x18\r \x01(\x04R\x11tcpConnectionsCut\x12%\n" +
 	"\x0ebytes_upstream\x18\x0e \x01(\x04R\rbytesUpstream\x12)\n" +
-	"\x10bytes_downstream\x18\x0f \x01(\x04R\x0fbytesDownstream\"\x84\x03\n" +
+	"\x10bytes_downstream\x18\x0f \x01(\x04R\x0fbytesDownstream\x12#\n" +
+	"\rbytes_delayed\x18\x10 \x01(\x04R\fbytesDelayed\x12#\n" +
+	"\rbytes_dropped\x18\x11 \x01(\x04R\fbytesDropped\x12%\n" +
+	"\x0etls_handshakes\x18\x12 \x01(\x04R\rtlsHandshakes\x124\n" +
+	"\x16tls_handshakes_faulted\x18\x13 \x01(\x04R\x14tlsHandshakesFaulted\"\x84\x03\n" +
 	"\vFaultStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12,\n" +
@@ -2355,7 +2917,7 @@ func file_faultline_v1_node_proto_rawDescGZIP() []byte {
 }
 
 var file_faultline_v1_node_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_faultline_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_faultline_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_faultline_v1_node_proto_goTypes = []any{
 	(DelayMode)(0),                // 0: faultline.v1.DelayMode
 	(FaultState)(0),               // 1: faultline.v1.FaultState
@@ -2363,88 +2925,107 @@ var file_faultline_v1_node_proto_goTypes = []any{
 	(*PodRef)(nil),                // 3: faultline.v1.PodRef
 	(*InjectRequest)(nil),         // 4: faultline.v1.InjectRequest
 	(*HTTPFault)(nil),             // 5: faultline.v1.HTTPFault
-	(*ResponseRewrite)(nil),       // 6: faultline.v1.ResponseRewrite
-	(*FailFirst)(nil),             // 7: faultline.v1.FailFirst
-	(*HTTPMatch)(nil),             // 8: faultline.v1.HTTPMatch
-	(*HeaderMatch)(nil),           // 9: faultline.v1.HeaderMatch
-	(*GrpcFault)(nil),             // 10: faultline.v1.GrpcFault
-	(*NetworkFault)(nil),          // 11: faultline.v1.NetworkFault
-	(*TcpFault)(nil),              // 12: faultline.v1.TcpFault
-	(*Toxic)(nil),                 // 13: faultline.v1.Toxic
-	(*LatencyToxic)(nil),          // 14: faultline.v1.LatencyToxic
-	(*BandwidthToxic)(nil),        // 15: faultline.v1.BandwidthToxic
-	(*TimeoutToxic)(nil),          // 16: faultline.v1.TimeoutToxic
-	(*ResetPeerToxic)(nil),        // 17: faultline.v1.ResetPeerToxic
-	(*SlowCloseToxic)(nil),        // 18: faultline.v1.SlowCloseToxic
-	(*LimitDataToxic)(nil),        // 19: faultline.v1.LimitDataToxic
-	(*SlicerToxic)(nil),           // 20: faultline.v1.SlicerToxic
-	(*Counters)(nil),              // 21: faultline.v1.Counters
-	(*FaultStatus)(nil),           // 22: faultline.v1.FaultStatus
-	(*InjectResponse)(nil),        // 23: faultline.v1.InjectResponse
-	(*ListRequest)(nil),           // 24: faultline.v1.ListRequest
-	(*ListResponse)(nil),          // 25: faultline.v1.ListResponse
-	(*RevokeRequest)(nil),         // 26: faultline.v1.RevokeRequest
-	(*RevokeResponse)(nil),        // 27: faultline.v1.RevokeResponse
-	nil,                           // 28: faultline.v1.HTTPFault.ErrorHeadersEntry
-	nil,                           // 29: faultline.v1.ResponseRewrite.SetHeadersEntry
-	(*durationpb.Duration)(nil),   // 30: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 31: google.protobuf.Timestamp
+	(*HTTPPhase)(nil),             // 6: faultline.v1.HTTPPhase
+	(*ResponseRewrite)(nil),       // 7: faultline.v1.ResponseRewrite
+	(*FailFirst)(nil),             // 8: faultline.v1.FailFirst
+	(*HTTPMatch)(nil),             // 9: faultline.v1.HTTPMatch
+	(*HeaderMatch)(nil),           // 10: faultline.v1.HeaderMatch
+	(*GrpcFault)(nil),             // 11: faultline.v1.GrpcFault
+	(*GrpcPhase)(nil),             // 12: faultline.v1.GrpcPhase
+	(*NetworkFault)(nil),          // 13: faultline.v1.NetworkFault
+	(*TcpFault)(nil),              // 14: faultline.v1.TcpFault
+	(*TlsFault)(nil),              // 15: faultline.v1.TlsFault
+	(*TlsReset)(nil),              // 16: faultline.v1.TlsReset
+	(*TlsCertificate)(nil),        // 17: faultline.v1.TlsCertificate
+	(*Toxic)(nil),                 // 18: faultline.v1.Toxic
+	(*LatencyToxic)(nil),          // 19: faultline.v1.LatencyToxic
+	(*BandwidthToxic)(nil),        // 20: faultline.v1.BandwidthToxic
+	(*TimeoutToxic)(nil),          // 21: faultline.v1.TimeoutToxic
+	(*ResetPeerToxic)(nil),        // 22: faultline.v1.ResetPeerToxic
+	(*SlowCloseToxic)(nil),        // 23: faultline.v1.SlowCloseToxic
+	(*LimitDataToxic)(nil),        // 24: faultline.v1.LimitDataToxic
+	(*SlicerToxic)(nil),           // 25: faultline.v1.SlicerToxic
+	(*Counters)(nil),              // 26: faultline.v1.Counters
+	(*FaultStatus)(nil),           // 27: faultline.v1.FaultStatus
+	(*InjectResponse)(nil),        // 28: faultline.v1.InjectResponse
+	(*ListRequest)(nil),           // 29: faultline.v1.ListRequest
+	(*ListResponse)(nil),          // 30: faultline.v1.ListResponse
+	(*RevokeRequest)(nil),         // 31: faultline.v1.RevokeRequest
+	(*RevokeResponse)(nil),        // 32: faultline.v1.RevokeResponse
+	nil,                           // 33: faultline.v1.HTTPFault.ErrorHeadersEntry
+	nil,                           // 34: faultline.v1.HTTPPhase.ErrorHeadersEntry
+	nil,                           // 35: faultline.v1.ResponseRewrite.SetHeadersEntry
+	(*durationpb.Duration)(nil),   // 36: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 37: google.protobuf.Timestamp
 }
 var file_faultline_v1_node_proto_depIdxs = []int32{
 	3,  // 0: faultline.v1.Target.pod:type_name -> faultline.v1.PodRef
 	2,  // 1: faultline.v1.InjectRequest.target:type_name -> faultline.v1.Target
-	30, // 2: faultline.v1.InjectRequest.duration:type_name -> google.protobuf.Duration
+	36, // 2: faultline.v1.InjectRequest.duration:type_name -> google.protobuf.Duration
 	5,  // 3: faultline.v1.InjectRequest.http:type_name -> faultline.v1.HTTPFault
-	10, // 4: faultline.v1.InjectRequest.grpc:type_name -> faultline.v1.GrpcFault
-	11, // 5: faultline.v1.InjectRequest.network:type_name -> faultline.v1.NetworkFault
-	12, // 6: faultline.v1.InjectRequest.tcp:type_name -> faultline.v1.TcpFault
-	30, // 7: faultline.v1.HTTPFault.average_delay:type_name -> google.protobuf.Duration
-	30, // 8: faultline.v1.HTTPFault.delay_variation:type_name -> google.protobuf.Duration
-	28, // 9: faultline.v1.HTTPFault.error_headers:type_name -> faultline.v1.HTTPFault.ErrorHeadersEntry
-	8,  // 10: faultline.v1.HTTPFault.match:type_name -> faultline.v1.HTTPMatch
+	11, // 4: faultline.v1.InjectRequest.grpc:type_name -> faultline.v1.GrpcFault
+	13, // 5: faultline.v1.InjectRequest.network:type_name -> faultline.v1.NetworkFault
+	14, // 6: faultline.v1.InjectRequest.tcp:type_name -> faultline.v1.TcpFault
+	36, // 7: faultline.v1.HTTPFault.average_delay:type_name -> google.protobuf.Duration
+	36, // 8: faultline.v1.HTTPFault.delay_variation:type_name -> google.protobuf.Duration
+	33, // 9: faultline.v1.HTTPFault.error_headers:type_name -> faultline.v1.HTTPFault.ErrorHeadersEntry
+	9,  // 10: faultline.v1.HTTPFault.match:type_name -> faultline.v1.HTTPMatch
 	0,  // 11: faultline.v1.HTTPFault.delay_mode:type_name -> faultline.v1.DelayMode
-	7,  // 12: faultline.v1.HTTPFault.fail_first:type_name -> faultline.v1.FailFirst
-	6,  // 13: faultline.v1.HTTPFault.rewrite:type_name -> faultline.v1.ResponseRewrite
-	29, // 14: faultline.v1.ResponseRewrite.set_headers:type_name -> faultline.v1.ResponseRewrite.SetHeadersEntry
-	9,  // 15: faultline.v1.HTTPMatch.headers:type_name -> faultline.v1.HeaderMatch
-	30, // 16: faultline.v1.GrpcFault.average_delay:type_name -> google.protobuf.Duration
-	30, // 17: faultline.v1.GrpcFault.delay_variation:type_name -> google.protobuf.Duration
-	9,  // 18: faultline.v1.GrpcFault.metadata:type_name -> faultline.v1.HeaderMatch
-	7,  // 19: faultline.v1.GrpcFault.fail_first:type_name -> faultline.v1.FailFirst
-	13, // 20: faultline.v1.TcpFault.upstream:type_name -> faultline.v1.Toxic
-	13, // 21: faultline.v1.TcpFault.downstream:type_name -> faultline.v1.Toxic
-	14, // 22: faultline.v1.Toxic.latency:type_name -> faultline.v1.LatencyToxic
-	15, // 23: faultline.v1.Toxic.bandwidth:type_name -> faultline.v1.BandwidthToxic
-	16, // 24: faultline.v1.Toxic.timeout:type_name -> faultline.v1.TimeoutToxic
-	17, // 25: faultline.v1.Toxic.reset_peer:type_name -> faultline.v1.ResetPeerToxic
-	18, // 26: faultline.v1.Toxic.slow_close:type_name -> faultline.v1.SlowCloseToxic
-	19, // 27: faultline.v1.Toxic.limit_data:type_name -> faultline.v1.LimitDataToxic
-	20, // 28: faultline.v1.Toxic.slicer:type_name -> faultline.v1.SlicerToxic
-	30, // 29: faultline.v1.LatencyToxic.latency:type_name -> google.protobuf.Duration
-	30, // 30: faultline.v1.LatencyToxic.jitter:type_name -> google.protobuf.Duration
-	30, // 31: faultline.v1.TimeoutToxic.timeout:type_name -> google.protobuf.Duration
-	30, // 32: faultline.v1.ResetPeerToxic.timeout:type_name -> google.protobuf.Duration
-	30, // 33: faultline.v1.SlowCloseToxic.delay:type_name -> google.protobuf.Duration
-	30, // 34: faultline.v1.SlicerToxic.delay:type_name -> google.protobuf.Duration
-	2,  // 35: faultline.v1.FaultStatus.target:type_name -> faultline.v1.Target
-	31, // 36: faultline.v1.FaultStatus.started:type_name -> google.protobuf.Timestamp
-	31, // 37: faultline.v1.FaultStatus.expires:type_name -> google.protobuf.Timestamp
-	21, // 38: faultline.v1.FaultStatus.counters:type_name -> faultline.v1.Counters
-	1,  // 39: faultline.v1.FaultStatus.state:type_name -> faultline.v1.FaultState
-	22, // 40: faultline.v1.InjectResponse.fault:type_name -> faultline.v1.FaultStatus
-	22, // 41: faultline.v1.ListResponse.faults:type_name -> faultline.v1.FaultStatus
-	22, // 42: faultline.v1.RevokeResponse.fault:type_name -> faultline.v1.FaultStatus
-	4,  // 43: faultline.v1.Node.Inject:input_type -> faultline.v1.InjectRequest
-	24, // 44: faultline.v1.Node.List:input_type -> faultline.v1.ListRequest
-	26, // 45: faultline.v1.Node.Revoke:input_type -> faultline.v1.RevokeRequest
-	23, // 46: faultline.v1.Node.Inject:output_type -> faultline.v1.InjectResponse
-	25, // 47: faultline.v1.Node.List:output_type -> faultline.v1.ListResponse
-	27, // 48: faultline.v1.Node.Revoke:output_type -> faultline.v1.RevokeResponse
-	46, // [46:49] is the sub-list for method output_type
-	43, // [43:46] is the sub-list for method input_type
-	43, // [43:43] is the sub-list for extension type_name
-	43, // [43:43] is the sub-list for extension extendee
-	0,  // [0:43] is the sub-list for field type_name
+	8,  // 12: faultline.v1.HTTPFault.fail_first:type_name -> faultline.v1.FailFirst
+	7,  // 13: faultline.v1.HTTPFault.rewrite:type_name -> faultline.v1.ResponseRewrite
+	6,  // 14: faultline.v1.HTTPFault.phases:type_name -> faultline.v1.HTTPPhase
+	36, // 15: faultline.v1.HTTPPhase.duration:type_name -> google.protobuf.Duration
+	36, // 16: faultline.v1.HTTPPhase.average_delay:type_name -> google.protobuf.Duration
+	36, // 17: faultline.v1.HTTPPhase.delay_variation:type_name -> google.protobuf.Duration
+	34, // 18: faultline.v1.HTTPPhase.error_headers:type_name -> faultline.v1.HTTPPhase.ErrorHeadersEntry
+	35, // 19: faultline.v1.ResponseRewrite.set_headers:type_name -> faultline.v1.ResponseRewrite.SetHeadersEntry
+	10, // 20: faultline.v1.HTTPMatch.headers:type_name -> faultline.v1.HeaderMatch
+	36, // 21: faultline.v1.GrpcFault.average_delay:type_name -> google.protobuf.Duration
+	36, // 22: faultline.v1.GrpcFault.delay_variation:type_name -> google.protobuf.Duration
+	10, // 23: faultline.v1.GrpcFault.metadata:type_name -> faultline.v1.HeaderMatch
+	8,  // 24: faultline.v1.GrpcFault.fail_first:type_name -> faultline.v1.FailFirst
+	12, // 25: faultline.v1.GrpcFault.phases:type_name -> faultline.v1.GrpcPhase
+	36, // 26: faultline.v1.GrpcPhase.duration:type_name -> google.protobuf.Duration
+	36, // 27: faultline.v1.GrpcPhase.average_delay:type_name -> google.protobuf.Duration
+	36, // 28: faultline.v1.GrpcPhase.delay_variation:type_name -> google.protobuf.Duration
+	18, // 29: faultline.v1.TcpFault.upstream:type_name -> faultline.v1.Toxic
+	18, // 30: faultline.v1.TcpFault.downstream:type_name -> faultline.v1.Toxic
+	15, // 31: faultline.v1.TcpFault.tls:type_name -> faultline.v1.TlsFault
+	36, // 32: faultline.v1.TlsFault.handshake_delay:type_name -> google.protobuf.Duration
+	16, // 33: faultline.v1.TlsFault.reset:type_name -> faultline.v1.TlsReset
+	17, // 34: faultline.v1.TlsFault.certificate:type_name -> faultline.v1.TlsCertificate
+	19, // 35: faultline.v1.Toxic.latency:type_name -> faultline.v1.LatencyToxic
+	20, // 36: faultline.v1.Toxic.bandwidth:type_name -> faultline.v1.BandwidthToxic
+	21, // 37: faultline.v1.Toxic.timeout:type_name -> faultline.v1.TimeoutToxic
+	22, // 38: faultline.v1.Toxic.reset_peer:type_name -> faultline.v1.ResetPeerToxic
+	23, // 39: faultline.v1.Toxic.slow_close:type_name -> faultline.v1.SlowCloseToxic
+	24, // 40: faultline.v1.Toxic.limit_data:type_name -> faultline.v1.LimitDataToxic
+	25, // 41: faultline.v1.Toxic.slicer:type_name -> faultline.v1.SlicerToxic
+	36, // 42: faultline.v1.LatencyToxic.latency:type_name -> google.protobuf.Duration
+	36, // 43: faultline.v1.LatencyToxic.jitter:type_name -> google.protobuf.Duration
+	36, // 44: faultline.v1.TimeoutToxic.timeout:type_name -> google.protobuf.Duration
+	36, // 45: faultline.v1.ResetPeerToxic.timeout:type_name -> google.protobuf.Duration
+	36, // 46: faultline.v1.SlowCloseToxic.delay:type_name -> google.protobuf.Duration
+	36, // 47: faultline.v1.SlicerToxic.delay:type_name -> google.protobuf.Duration
+	2,  // 48: faultline.v1.FaultStatus.target:type_name -> faultline.v1.Target
+	37, // 49: faultline.v1.FaultStatus.started:type_name -> google.protobuf.Timestamp
+	37, // 50: faultline.v1.FaultStatus.expires:type_name -> google.protobuf.Timestamp
+	26, // 51: faultline.v1.FaultStatus.counters:type_name -> faultline.v1.Counters
+	1,  // 52: faultline.v1.FaultStatus.state:type_name -> faultline.v1.FaultState
+	27, // 53: faultline.v1.InjectResponse.fault:type_name -> faultline.v1.FaultStatus
+	27, // 54: faultline.v1.ListResponse.faults:type_name -> faultline.v1.FaultStatus
+	27, // 55: faultline.v1.RevokeResponse.fault:type_name -> faultline.v1.FaultStatus
+	4,  // 56: faultline.v1.Node.Inject:input_type -> faultline.v1.InjectRequest
+	29, // 57: faultline.v1.Node.List:input_type -> faultline.v1.ListRequest
+	31, // 58: faultline.v1.Node.Revoke:input_type -> faultline.v1.RevokeRequest
+	28, // 59: faultline.v1.Node.Inject:output_type -> faultline.v1.InjectResponse
+	30, // 60: faultline.v1.Node.List:output_type -> faultline.v1.ListResponse
+	32, // 61: faultline.v1.Node.Revoke:output_type -> faultline.v1.RevokeResponse
+	59, // [59:62] is the sub-list for method output_type
+	56, // [56:59] is the sub-list for method input_type
+	56, // [56:56] is the sub-list for extension type_name
+	56, // [56:56] is the sub-list for extension extendee
+	0,  // [0:56] is the sub-list for field type_name
 }
 
 func init() { file_faultline_v1_node_proto_init() }
@@ -2465,9 +3046,17 @@ func file_faultline_v1_node_proto_init() {
 	}
 	file_faultline_v1_node_proto_msgTypes[3].OneofWrappers = []any{}
 	file_faultline_v1_node_proto_msgTypes[4].OneofWrappers = []any{}
-	file_faultline_v1_node_proto_msgTypes[8].OneofWrappers = []any{}
+	file_faultline_v1_node_proto_msgTypes[5].OneofWrappers = []any{}
 	file_faultline_v1_node_proto_msgTypes[9].OneofWrappers = []any{}
-	file_faultline_v1_node_proto_msgTypes[11].OneofWrappers = []any{
+	file_faultline_v1_node_proto_msgTypes[10].OneofWrappers = []any{}
+	file_faultline_v1_node_proto_msgTypes[11].OneofWrappers = []any{}
+	file_faultline_v1_node_proto_msgTypes[13].OneofWrappers = []any{
+		(*TlsFault_HandshakeDelay)(nil),
+		(*TlsFault_Reset_)(nil),
+		(*TlsFault_Alert)(nil),
+		(*TlsFault_Certificate)(nil),
+	}
+	file_faultline_v1_node_proto_msgTypes[16].OneofWrappers = []any{
 		(*Toxic_Latency)(nil),
 		(*Toxic_Bandwidth)(nil),
 		(*Toxic_Timeout)(nil),
@@ -2482,7 +3071,7 @@ func file_faultline_v1_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_faultline_v1_node_proto_rawDesc), len(file_faultline_v1_node_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   28,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
