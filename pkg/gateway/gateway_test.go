@@ -301,6 +301,17 @@ func TestNoMatchAndBadFaultAskNoNode(t *testing.T) {
 	if _, err := s.InjectHTTP(context.Background(), bad); grpcStatus(err).Code() != codes.InvalidArgument {
 		t.Errorf("short duration: %v, want InvalidArgument", err)
 	}
+	timeline := httpRequest(10*time.Second, map[string]string{"app": "web"})
+	timeline.Fault = &pb.HTTPFault{Port: 8080}
+	timeline.Fault.Phases = []*pb.HTTPPhase{{Duration: durationpb.New(8 * time.Second)}, {Duration: durationpb.New(8 * time.Second)}}
+	if _, err := s.InjectHTTP(context.Background(), timeline); grpcStatus(err).Code() != codes.InvalidArgument || !strings.Contains(err.Error(), "phases last 16s in all, longer than the fault's duration 10s") {
+		t.Errorf("inconsistent timeline: %v, want InvalidArgument", err)
+	}
+	sni := &pb.InjectTcpRequest{Targets: timeline.Targets, Duration: durationpb.New(time.Minute), Fault: &pb.TcpFault{Port: 443,
+		Tls: &pb.TlsFault{ServerNames: []string{"pay.*"}, Action: &pb.TlsFault_Reset_{Reset_: &pb.TlsReset{}}}}}
+	if _, err := s.InjectTcp(context.Background(), sni); grpcStatus(err).Code() != codes.InvalidArgument || !strings.Contains(err.Error(), `tls.serverNames[0]: "pay.*": * is only allowed as the first label`) {
+		t.Errorf("an SNI pattern that cannot match: %v, want InvalidArgument", err)
+	}
 	if n := len(ft.nodes["n1"].requests); n != 0 {
 		t.Errorf("the node was asked %d times", n)
 	}
