@@ -1555,7 +1555,7 @@ type TlsCertificate struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// What is wrong with it: "expired" (valid until a day ago), "wrong_name"
 	// (issued for wrong-name.faultline.invalid) or "unknown_ca" (right
-	// name, in date, issued by a CA made for this fault).
+	// name, in date, issued by a CA made for this fault, sent in the chain).
 	Defect string `protobuf:"bytes,1,opt,name=defect,proto3" json:"defect,omitempty"`
 	// Optional PEM CA certificate and key that issue the fault's
 	// certificates (expired, wrong_name), so that a client trusting this CA
