@@ -38,14 +38,14 @@ bench-deps:
 # Rebuilds the committed bpf2go objects (clang, libbpf-dev) and protobuf Go
 # (protoc; the Go plugins are tool dependencies in go.mod).
 generate:
-	PATH="$$(dirname $$(command -v $(CLANG))):$$PATH" $(GO) generate ./pkg/steer/... ./pkg/netfault/... ./proto/...
+	PATH="$$(dirname $$(command -v $(CLANG))):$$PATH" $(GO) generate ./pkg/steer/... ./pkg/netfault/... ./proto/... ./pkg/kubefault/...
 
 # Fails when the committed generated code differs from what the sources
 # give; skipped (with a note) where clang or protoc is missing.
 verify-generated:
 	@if command -v $(CLANG) >/dev/null && command -v protoc >/dev/null; then \
 		$(MAKE) --no-print-directory generate >/dev/null && \
-		git diff --exit-code --stat -- pkg/steer pkg/netfault proto || { echo "generated code is stale: run make generate and commit"; exit 1; }; \
+		git diff --exit-code --stat -- pkg/steer pkg/netfault proto deploy/crd.yaml || { echo "generated code is stale: run make generate and commit"; exit 1; }; \
 	else echo "verify-generated: clang or protoc missing, skipped"; fi
 
 # Privileged tests run as root; outside CI they skip when not root. Then

@@ -14,6 +14,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/faultline-dev/faultline/pkg/engine"
+	"github.com/faultline-dev/faultline/pkg/kubefault"
 	"github.com/faultline-dev/faultline/pkg/nodeapi"
 	"github.com/faultline-dev/faultline/pkg/podnet"
 )
@@ -27,6 +28,8 @@ type kubeConfig struct {
 	containerd     string
 	ctrNamespace   string
 	allowProtected bool
+	faults         bool
+	targetLimit    int
 }
 
 func (k *kubeConfig) flags(fs *flag.FlagSet) {
@@ -38,6 +41,8 @@ func (k *kubeConfig) flags(fs *flag.FlagSet) {
 		"containerd's socket (k3s: /run/k3s/containerd/containerd.sock; MicroK8s: /var/snap/microk8s/common/run/containerd.sock)")
 	fs.StringVar(&k.ctrNamespace, "containerd-namespace", "k8s.io", "containerd namespace of the Kubernetes containers")
 	fs.BoolVar(&k.allowProtected, "allow-protected-namespaces", false, "also fault pods in kube-system and in faultline's own namespace")
+	fs.BoolVar(&k.faults, "faults", false, "apply the Fault objects (faultline.dev/v1alpha1, deploy/crd.yaml) that match pods of this node")
+	fs.IntVar(&k.targetLimit, "fault-target-limit", kubefault.DefaultTargetLimit, "refuse a Fault matching more pods than this, unless its spec.maxTargets allows them")
 }
 
 // start watches the node's pods, resolves pod targets through containerd,
@@ -76,14 +81,31 @@ func (k *kubeConfig) start(ctx context.Context, logger *slog.Logger, api *nodeap
 	if k.namespace != "" {
 		protected = append(protected, k.namespace)
 	}
-	api.Targets = &podnet.Resolver{Node: k.node, Pods: pods, Sandboxes: ctr, Protected: protected, AllowProtected: k.allowProtected}
+	resolver := &podnet.Resolver{Node: k.node, Pods: pods, Sandboxes: ctr, Protected: protected, AllowProtected: k.allowProtected}
+	api.Targets = resolver
+	faultsSynced := func() bool { return true }
+	if k.faults {
+		kapi, err := kubefault.NewAPI(cfg, k.node)
+		if err != nil {
+			return err
+		}
+		c := &kubefault.Controller{Node: k.node, Faults: nodeapi.Engine(eng), Targets: resolver, Pods: pods, Cluster: kapi,
+			TargetLimit: k.targetLimit, Logger: logger.With("component", "faults")}
+		if !k.allowProtected {
+			c.Protected = protected
+		}
+		c.Start(ctx)
+		if faultsSynced, err = kapi.Watch(ctx, c, logger); err != nil {
+			return err
+		}
+	}
 	go func() {
 		defer ctr.Close()
 		for ctx.Err() == nil {
 			cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 			err := ctr.Check(cctx)
 			cancel()
-			ready := pods.Synced() && err == nil
+			ready := pods.Synced() && faultsSynced() && err == nil
 			api.SetServing(ready)
 			if err != nil {
 				logger.Warn("containerd does not answer", "err", err)
@@ -98,6 +120,6 @@ func (k *kubeConfig) start(ctx context.Context, logger *slog.Logger, api *nodeap
 			}
 		}
 	}()
-	logger.Info("kubernetes mode", "node", k.node, "containerd", sock, "protected", protected, "allow_protected", k.allowProtected)
+	logger.Info("kubernetes mode", "node", k.node, "containerd", sock, "protected", protected, "allow_protected", k.allowProtected, "faults", k.faults)
 	return nil
 }

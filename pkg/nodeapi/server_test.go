@@ -2,14 +2,11 @@ package nodeapi
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/containerd/errdefs"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -18,79 +15,10 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/faultline-dev/faultline/pkg/engine"
-	"github.com/faultline-dev/faultline/pkg/fault"
 	pb "github.com/faultline-dev/faultline/proto/faultline/v1"
 )
 
-// fakeFaults is a Faults double: faults that run until stopped or until
-// their duration, with a Start that can be made to wait for its context.
-type fakeFaults struct {
-	mu      sync.Mutex
-	blocked bool // Start waits for its context to end
-	started []fault.Spec
-	faults  map[string]*fakeFault
-}
-
-type fakeFault struct {
-	mu   sync.Mutex
-	st   engine.Status
-	done chan struct{}
-	once sync.Once
-}
-
-func (f *fakeFault) Status() engine.Status {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.st
-}
-
-func (f *fakeFault) Done() <-chan struct{} { return f.done }
-
-func (f *fakeFault) Stop(r engine.Reason) engine.Status {
-	f.once.Do(func() {
-		f.mu.Lock()
-		f.st.State, f.st.EndReason = engine.StateEnded, r
-		f.st.Counters.Requests = 3
-		f.mu.Unlock()
-		close(f.done)
-	})
-	return f.Status()
-}
-
-func (ff *fakeFaults) Start(ctx context.Context, t engine.Target, spec fault.Spec) (Fault, error) {
-	ff.mu.Lock()
-	blocked := ff.blocked
-	ff.started = append(ff.started, spec)
-	ff.mu.Unlock()
-	if blocked {
-		<-ctx.Done()
-		return nil, ctx.Err()
-	}
-	f := &fakeFault{st: engine.Status{ID: spec.ID, Kind: spec.Fault.Kind(), Target: t, Claim: spec.Fault.Claim(), State: engine.StateActive,
-		Started: time.Now(), Expires: time.Now().Add(spec.Duration)}, done: make(chan struct{})}
-	time.AfterFunc(spec.Duration, func() { f.Stop(engine.ReasonExpired) })
-	ff.mu.Lock()
-	if ff.faults == nil {
-		ff.faults = map[string]*fakeFault{}
-	}
-	ff.faults[spec.ID] = f
-	ff.mu.Unlock()
-	return f, nil
-}
-
-func (ff *fakeFaults) List() []engine.Status { return nil }
-
-func (ff *fakeFaults) Revoke(id string) (engine.Status, error) {
-	ff.mu.Lock()
-	f := ff.faults[id]
-	ff.mu.Unlock()
-	if f == nil {
-		return engine.Status{}, fmt.Errorf("%w: no active fault with id %q", errdefs.ErrNotFound, id)
-	}
-	return f.Stop(engine.ReasonRevoked), nil
-}
-
-func serve(t *testing.T, ff *fakeFaults) pb.NodeClient {
+func serve(t *testing.T, ff *FakeFaults) pb.NodeClient {
 	t.Helper()
 	ln := bufconn.Listen(1 << 20)
 	srv := NewGRPCServer(&Server{Faults: ff})
@@ -110,7 +38,7 @@ func request(id string, d time.Duration) *pb.InjectRequest {
 }
 
 func TestInjectStreamsActiveThenEnded(t *testing.T) {
-	api := serve(t, &fakeFaults{})
+	api := serve(t, &FakeFaults{})
 	stream, err := api.Inject(context.Background(), request("f1", time.Second))
 	if err != nil {
 		t.Fatal(err)
@@ -130,7 +58,7 @@ func TestInjectStreamsActiveThenEnded(t *testing.T) {
 }
 
 func TestCancelEndsTheFault(t *testing.T) {
-	ff := &fakeFaults{}
+	ff := &FakeFaults{}
 	api := serve(t, ff)
 	ctx, cancel := context.WithCancel(context.Background())
 	stream, _ := api.Inject(ctx, request("f1", time.Minute))
@@ -138,9 +66,7 @@ func TestCancelEndsTheFault(t *testing.T) {
 		t.Fatal(err)
 	}
 	cancel()
-	ff.mu.Lock()
-	f := ff.faults["f1"]
-	ff.mu.Unlock()
+	f := ff.Fault("f1")
 	select {
 	case <-f.Done():
 	case <-time.After(time.Second):
@@ -152,15 +78,13 @@ func TestCancelEndsTheFault(t *testing.T) {
 }
 
 func TestCancelDuringSetupStartsNothing(t *testing.T) {
-	ff := &fakeFaults{blocked: true}
+	ff := &FakeFaults{Blocked: true}
 	api := serve(t, ff)
 	ctx, cancel := context.WithCancel(context.Background())
 	stream, _ := api.Inject(ctx, request("f1", time.Minute))
 	go func() {
 		for {
-			ff.mu.Lock()
-			n := len(ff.started)
-			ff.mu.Unlock()
+			n := len(ff.Started())
 			if n > 0 {
 				cancel()
 				return
@@ -174,7 +98,7 @@ func TestCancelDuringSetupStartsNothing(t *testing.T) {
 }
 
 func TestRefusalsStartNothing(t *testing.T) {
-	ff := &fakeFaults{}
+	ff := &FakeFaults{}
 	api := serve(t, ff)
 	pod := request("p", time.Minute)
 	pod.Target = &pb.Target{Kind: &pb.Target_Pod{Pod: &pb.PodRef{Namespace: "shop", Name: "web-1"}}}
@@ -196,8 +120,8 @@ func TestRefusalsStartNothing(t *testing.T) {
 			t.Errorf("%v: %v, want %v %q", tc.req, err, tc.code, tc.msg)
 		}
 	}
-	if len(ff.started) != 0 {
-		t.Errorf("%d faults started", len(ff.started))
+	if len(ff.Started()) != 0 {
+		t.Errorf("%d faults started", len(ff.Started()))
 	}
 	if _, err := api.Revoke(context.Background(), &pb.RevokeRequest{Id: "nope"}); status.Code(err) != codes.NotFound {
 		t.Errorf("revoke of an unknown id: %v, want NotFound", err)

@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/client-go/rest"
@@ -63,19 +64,44 @@ func WatchNode(ctx context.Context, cfg *rest.Config, node string, onDelete func
 	return &NodePods{store: inf.GetStore(), synced: inf.HasSynced}, nil
 }
 
-// slim keeps the fields faultlined reads: identity, deletion, hostNetwork.
+// slim keeps the fields faultlined reads: identity, labels, deletion,
+// hostNetwork, phase and named container ports.
 func slim(obj any) (any, error) {
 	p, ok := obj.(*corev1.Pod)
 	if !ok {
 		return obj, nil
 	}
+	var ctrs []corev1.Container
+	for _, c := range p.Spec.Containers {
+		var ports []corev1.ContainerPort
+		for _, port := range c.Ports {
+			if port.Name != "" {
+				ports = append(ports, corev1.ContainerPort{Name: port.Name, ContainerPort: port.ContainerPort})
+			}
+		}
+		if len(ports) > 0 {
+			ctrs = append(ctrs, corev1.Container{Ports: ports})
+		}
+	}
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
-			Name: p.Name, Namespace: p.Namespace, UID: p.UID,
+			Name: p.Name, Namespace: p.Namespace, UID: p.UID, Labels: p.Labels,
 			ResourceVersion: p.ResourceVersion, DeletionTimestamp: p.DeletionTimestamp,
 		},
-		Spec: corev1.PodSpec{NodeName: p.Spec.NodeName, HostNetwork: p.Spec.HostNetwork},
+		Spec:   corev1.PodSpec{NodeName: p.Spec.NodeName, HostNetwork: p.Spec.HostNetwork, Containers: ctrs},
+		Status: corev1.PodStatus{Phase: p.Status.Phase},
 	}, nil
+}
+
+// List returns the pods of this node in namespace that sel matches.
+func (n *NodePods) List(namespace string, sel labels.Selector) []*corev1.Pod {
+	var out []*corev1.Pod
+	for _, obj := range n.store.List() {
+		if p, ok := obj.(*corev1.Pod); ok && p.Namespace == namespace && sel.Matches(labels.Set(p.Labels)) {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // Synced reports whether the pods of the node have been listed once.

@@ -76,6 +76,7 @@ func TestKubernetes(t *testing.T) {
 		{"ServiceDisruptorGrpc", testServiceDisruptorGrpc},
 		{"NetworkFault", testNetworkFault},
 		{"TCPFault", testTCPFault},
+		{"FaultObjects", testFaultObjects},
 		{"Refusals", testRefusals},
 		{"CancelMidFault", testCancelMidFault},
 		{"K6Library", testK6Library},
@@ -85,7 +86,12 @@ func TestKubernetes(t *testing.T) {
 		{"TerminatePods", testTerminatePods},
 	}
 	failed := false
+	// FAULTLINE_E2E_STEPS=A,B runs only those steps (while developing one).
+	only := os.Getenv("FAULTLINE_E2E_STEPS")
 	for _, s := range steps {
+		if only != "" && !slices.Contains(strings.Split(only, ","), s.name) {
+			continue
+		}
 		if failed {
 			t.Run(s.name, func(t *testing.T) { t.Skip("an earlier step failed") })
 			continue

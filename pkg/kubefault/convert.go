@@ -1,0 +1,160 @@
+package kubefault
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/faultline-dev/faultline/pkg/fault"
+	pb "github.com/faultline-dev/faultline/proto/faultline/v1"
+)
+
+// kinds are the spec's fault fields and the messages they hold.
+var kinds = []struct {
+	field string
+	msg   func() proto.Message
+	set   func(*pb.InjectRequest, proto.Message)
+	get   func(*Spec) map[string]any
+}{
+	{"http", func() proto.Message { return &pb.HTTPFault{} }, func(r *pb.InjectRequest, m proto.Message) { r.Fault = &pb.InjectRequest_Http{Http: m.(*pb.HTTPFault)} }, func(s *Spec) map[string]any { return s.HTTP }},
+	{"grpc", func() proto.Message { return &pb.GrpcFault{} }, func(r *pb.InjectRequest, m proto.Message) { r.Fault = &pb.InjectRequest_Grpc{Grpc: m.(*pb.GrpcFault)} }, func(s *Spec) map[string]any { return s.GRPC }},
+	{"tcp", func() proto.Message { return &pb.TcpFault{} }, func(r *pb.InjectRequest, m proto.Message) { r.Fault = &pb.InjectRequest_Tcp{Tcp: m.(*pb.TcpFault)} }, func(s *Spec) map[string]any { return s.TCP }},
+	{"network", func() proto.Message { return &pb.NetworkFault{} }, func(r *pb.InjectRequest, m proto.Message) {
+		r.Fault = &pb.InjectRequest_Network{Network: m.(*pb.NetworkFault)}
+	}, func(s *Spec) map[string]any { return s.Network }},
+}
+
+// Request converts the spec into the node API's request, without a target
+// and with the spec's whole duration, and validates it with the fault
+// model: the errors are fault.Invalid ones naming the spec's field.
+func (s *Spec) Request() (*pb.InjectRequest, fault.Spec, error) {
+	req := &pb.InjectRequest{}
+	d, err := time.ParseDuration(s.Duration)
+	if err != nil {
+		return nil, fault.Spec{}, fault.Invalid("spec.duration %q is not a duration such as 30s or 5m", s.Duration)
+	}
+	req.Duration = durationProto(d)
+	given, field := 0, ""
+	for _, k := range kinds {
+		v := k.get(s)
+		if v == nil {
+			continue
+		}
+		given, field = given+1, k.field
+		m := k.msg()
+		if err := fromJSON(v, m, "spec."+k.field); err != nil {
+			return nil, fault.Spec{}, err
+		}
+		k.set(req, m)
+	}
+	switch {
+	case given == 0:
+		return nil, fault.Spec{}, fault.Invalid("spec: give one fault: http, grpc, tcp or network")
+	case given > 1:
+		return nil, fault.Spec{}, fault.Invalid("spec: give one fault of http, grpc, tcp and network, not %d", given)
+	case (s.Selector == nil) == (s.Service == ""):
+		return nil, fault.Spec{}, fault.Invalid("spec: give selector or service (the target pods in the Fault's namespace), one of the two")
+	case s.MaxTargets < 0:
+		return nil, fault.Spec{}, fault.Invalid("spec.maxTargets must not be negative, got %d", s.MaxTargets)
+	}
+	spec, err := fault.FromProto(req)
+	if err != nil {
+		return nil, fault.Spec{}, within("spec."+field, err)
+	}
+	return req, spec, nil
+}
+
+// fromJSON fills m from a spec field: the message's JSON, with Go duration
+// strings where the message has a google.protobuf.Duration.
+func fromJSON(v map[string]any, m proto.Message, at string) error {
+	conv, err := goDurations(m.ProtoReflect().Descriptor(), v, at)
+	if err != nil {
+		return err
+	}
+	b, err := json.Marshal(conv)
+	if err != nil {
+		return fault.Invalid("%s: %v", at, err)
+	}
+	if err := protojson.Unmarshal(b, m); err != nil {
+		return fault.Invalid("%s: %v", at, err)
+	}
+	return nil
+}
+
+const durationName = "google.protobuf.Duration"
+
+// goDurations copies a JSON object of message md, turning Go durations
+// into protobuf JSON's seconds.
+func goDurations(md protoreflect.MessageDescriptor, v map[string]any, at string) (map[string]any, error) {
+	out := make(map[string]any, len(v))
+	for k, x := range v {
+		fd := md.Fields().ByJSONName(k)
+		if fd == nil {
+			fd = md.Fields().ByName(protoreflect.Name(k))
+		}
+		if fd == nil {
+			return nil, fault.Invalid("%s: unknown field %q", at, k)
+		}
+		path := at + "." + k
+		var err error
+		switch {
+		case fd.IsList() && fd.Message() != nil:
+			list, ok := x.([]any)
+			if !ok {
+				return nil, fault.Invalid("%s must be a list", path)
+			}
+			conv := make([]any, len(list))
+			for i, e := range list {
+				if conv[i], err = messageValue(fd.Message(), e, fmt.Sprintf("%s[%d]", path, i)); err != nil {
+					return nil, err
+				}
+			}
+			out[k] = conv
+		case fd.IsMap() || fd.Message() == nil:
+			out[k] = x
+		default:
+			if out[k], err = messageValue(fd.Message(), x, path); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return out, nil
+}
+
+func messageValue(md protoreflect.MessageDescriptor, x any, at string) (any, error) {
+	if md.FullName() == durationName {
+		s, ok := x.(string)
+		if !ok {
+			return nil, fault.Invalid("%s must be a duration such as 300ms, got %v", at, x)
+		}
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return nil, fault.Invalid("%s %q is not a duration such as 300ms", at, s)
+		}
+		return durationJSON(d), nil
+	}
+	obj, ok := x.(map[string]any)
+	if !ok {
+		return nil, fault.Invalid("%s must be an object", at)
+	}
+	return goDurations(md, obj, at)
+}
+
+func durationJSON(d time.Duration) string {
+	return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + "s"
+}
+
+// within puts a path in front of an Invalid error's message.
+func within(at string, err error) error {
+	msg := strings.TrimPrefix(err.Error(), "invalid argument: ")
+	return fault.Invalid("%s: %s", at, msg)
+}
+
+func durationProto(d time.Duration) *durationpb.Duration { return durationpb.New(d) }
