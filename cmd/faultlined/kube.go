@@ -15,6 +15,7 @@ import (
 
 	"github.com/faultline-dev/faultline/pkg/engine"
 	"github.com/faultline-dev/faultline/pkg/kubefault"
+	"github.com/faultline-dev/faultline/pkg/kubefault/nodecontroller"
 	"github.com/faultline-dev/faultline/pkg/nodeapi"
 	"github.com/faultline-dev/faultline/pkg/podnet"
 )
@@ -42,7 +43,7 @@ func (k *kubeConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&k.ctrNamespace, "containerd-namespace", "k8s.io", "containerd namespace of the Kubernetes containers")
 	fs.BoolVar(&k.allowProtected, "allow-protected-namespaces", false, "also fault pods in kube-system and in faultline's own namespace")
 	fs.BoolVar(&k.faults, "faults", false, "apply the Fault objects (faultline.dev/v1alpha1, deploy/crd.yaml) that match pods of this node")
-	fs.IntVar(&k.targetLimit, "fault-target-limit", kubefault.DefaultTargetLimit, "refuse a Fault matching more pods than this, unless its spec.maxTargets allows them")
+	fs.IntVar(&k.targetLimit, "fault-target-limit", nodecontroller.DefaultTargetLimit, "refuse a Fault matching more pods than this, unless its spec.maxTargets allows them")
 }
 
 // start watches the node's pods, resolves pod targets through containerd,
@@ -89,7 +90,7 @@ func (k *kubeConfig) start(ctx context.Context, logger *slog.Logger, api *nodeap
 		if err != nil {
 			return err
 		}
-		c := &kubefault.Controller{Node: k.node, Faults: nodeapi.Engine(eng), Targets: resolver, Pods: pods, Cluster: kapi,
+		c := &nodecontroller.Controller{Node: k.node, Faults: nodeapi.Engine(eng), Targets: resolver, Pods: pods, Cluster: kapi,
 			TargetLimit: k.targetLimit, Logger: logger.With("component", "faults")}
 		if !k.allowProtected {
 			c.Protected = protected

@@ -337,3 +337,8 @@ func (c inProcess) InjectTcp(ctx context.Context, r *pb.InjectTcpRequest, _ ...g
 	resp, err := c.s.InjectTcp(ctx, r)
 	return resp, errgrpc.ToGRPC(err)
 }
+
+func (c inProcess) RevokeAll(ctx context.Context, r *pb.RevokeAllRequest, _ ...grpc.CallOption) (*pb.RevokeAllResponse, error) {
+	resp, err := c.s.RevokeAll(ctx, r)
+	return resp, errgrpc.ToGRPC(err)
+}

@@ -9,6 +9,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/faultline-dev/faultline/pkg/gateway"
+	"github.com/faultline-dev/faultline/pkg/kubefault"
 	"github.com/faultline-dev/faultline/pkg/targets/kube"
 )
 
@@ -44,6 +45,10 @@ func (k *kubeParams) server(logger *slog.Logger) (*gateway.Server, func(), error
 		return nil, nil, fmt.Errorf("kubernetes client: %w", err)
 	}
 	tr := &gateway.PortForward{Config: cfg, Client: client, Namespace: k.namespace, Selector: k.selector, Port: k.port, Logger: logger}
-	s := &gateway.Server{Source: &kube.Source{Client: client}, Transport: tr, Logger: logger}
+	objects, err := kubefault.NewAPI(cfg, "gateway")
+	if err != nil {
+		return nil, nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	s := &gateway.Server{Source: &kube.Source{Client: client}, Transport: tr, Logger: logger, Objects: objects}
 	return s, func() { tr.Close() }, nil
 }

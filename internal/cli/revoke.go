@@ -1,22 +1,43 @@
 package cli
 
 import (
+	"fmt"
+	"text/tabwriter"
+
 	"github.com/spf13/cobra"
 
 	pb "github.com/faultline-dev/faultline/proto/faultline/v1"
 )
 
 func newCmdRevoke(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "revoke ID",
-		Short: "End an active fault and print its counters",
+	var all bool
+	var lp localParams
+	cmd := &cobra.Command{
+		Use:   "revoke ID | --all",
+		Short: "End an active fault (or every fault) and print its counters",
+		Long: `End the fault ID on this machine's faultlined and print its counters; or,
+with --all, end every fault: every Fault object of every namespace
+(Kubernetes mode; they are deleted, as kubectl delete faults --all -A does)
+and every fault running on every node that runs faultlined (or, --local,
+on this machine).
+
+Examples:
+  faultline revoke f-1a2b3c4d
+  faultline revoke --all --kubeconfig ~/.kube/config
+  faultline revoke --all --local`,
 		Args: func(_ *cobra.Command, args []string) error {
-			if len(args) != 1 {
-				return usagef("revoke takes exactly one fault id (see faultline list)")
+			switch {
+			case all && len(args) > 0:
+				return usagef("give a fault id or --all, not both")
+			case !all && len(args) != 1:
+				return usagef("revoke takes exactly one fault id (see faultline list), or --all")
 			}
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if all {
+				return g.revokeAll(cmd, &lp)
+			}
 			client, closeConn, err := g.dial()
 			if err != nil {
 				return err
@@ -29,4 +50,42 @@ func newCmdRevoke(g *globals) *cobra.Command {
 			return g.printStatus(resp.GetFault())
 		},
 	}
+	cmd.Flags().BoolVar(&all, "all", false, "end every fault, on every node, and delete every Fault object")
+	lp.bind(cmd.Flags())
+	return cmd
+}
+
+// revokeAll is revoke --all, through the gateway (in this process unless
+// FAULTLINE_ADDR names one).
+func (g *globals) revokeAll(cmd *cobra.Command, lp *localParams) error {
+	client, closeClient, err := g.gatewayClient(lp)
+	if err != nil {
+		return err
+	}
+	defer closeClient()
+	resp, err := client.RevokeAll(cmd.Context(), &pb.RevokeAllRequest{})
+	if err != nil {
+		return err
+	}
+	for _, u := range resp.GetUnreachable() {
+		fmt.Fprintln(g.stderr, "warning: not asked: "+u)
+	}
+	if g.output == "json" {
+		return g.printJSON(resp)
+	}
+	for _, f := range resp.GetFaultsDeleted() {
+		fmt.Fprintln(g.stdout, "deleted Fault "+f)
+	}
+	if len(resp.GetRevoked()) == 0 {
+		fmt.Fprintln(g.stdout, "no node fault was running")
+		return nil
+	}
+	w := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "NODE\tTARGET\tID\tKIND\tPORT\tREQUESTS\tERRORED")
+	for _, r := range resp.GetRevoked() {
+		f := r.GetFault()
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%d\n", r.GetTarget().GetNode(), targetName(r.GetTarget()), f.GetId(), f.GetKind(), portString(f),
+			f.GetCounters().GetRequests(), f.GetCounters().GetErrored())
+	}
+	return w.Flush()
 }

@@ -45,6 +45,9 @@ type Server struct {
 	// Metrics, if set, is told about every target's fault (package
 	// metrics implements it).
 	Metrics Metrics
+	// Objects, in Kubernetes mode, are the cluster's Fault objects, which
+	// RevokeAll deletes.
+	Objects FaultObjects
 }
 
 // Metrics watches the gateway's faults.

@@ -2,24 +2,66 @@ package kubefault
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"sync"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
+	corev1 "k8s.io/api/core/v1"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 )
 
+// Cluster is what the controller asks of the API server beyond its watch:
+// Kubernetes (API) for a real cluster, a test double in unit tests.
+type Cluster interface {
+	// NamespaceLabels returns a namespace's labels.
+	NamespaceLabels(ctx context.Context, name string) (map[string]string, error)
+	// ServiceSelector returns a Service's pod selector.
+	ServiceSelector(ctx context.Context, namespace, name string) (map[string]string, error)
+	// CountPods counts the pods of namespace that sel matches, in the
+	// whole cluster, up to at least limit+1.
+	CountPods(ctx context.Context, namespace string, sel labels.Selector, limit int) (int, error)
+	// ApplyStatus writes this node's entry of a Fault's status.
+	ApplyStatus(ctx context.Context, namespace, name string, st NodeStatus) error
+	// Event records an event on a Fault or a pod (kubectl describe shows
+	// it); warning marks a refusal.
+	Event(ctx context.Context, on Ref, warning bool, reason, message string) error
+}
+
+// Ref names the object an event is about.
+type Ref struct {
+	APIVersion, Kind, Namespace, Name string
+	UID                               types.UID
+}
+
+// FaultRef names a Fault for an event.
+func FaultRef(f *Fault) Ref {
+	return Ref{APIVersion: Group + "/" + Version, Kind: Kind, Namespace: f.Namespace, Name: f.Name, UID: f.UID}
+}
+
+// PodRef names a pod for an event.
+func PodRef(p *corev1.Pod) Ref {
+	return Ref{APIVersion: "v1", Kind: "Pod", Namespace: p.Namespace, Name: p.Name, UID: p.UID}
+}
+
 // API is Cluster on a real API server, through the dynamic client (which,
 // unlike the full clientset, does not register every API group).
 type API struct {
 	client dynamic.Interface
+	node   string
 	// Manager is the server-side apply field manager of this node's
 	// status entries: one per node, so nodes never overwrite each other.
 	Manager string
@@ -37,7 +79,7 @@ func NewAPI(cfg *rest.Config, node string) (*API, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &API{client: client, Manager: "faultlined-" + node}, nil
+	return &API{client: client, node: node, Manager: "faultlined-" + node}, nil
 }
 
 func (a *API) NamespaceLabels(ctx context.Context, name string) (map[string]string, error) {
@@ -79,9 +121,67 @@ func (a *API) ApplyStatus(ctx context.Context, namespace, name string, st NodeSt
 	return err
 }
 
+var events = schema.GroupVersionResource{Version: "v1", Resource: "events"}
+
+func (a *API) Event(ctx context.Context, on Ref, warning bool, reason, message string) error {
+	typ := "Normal"
+	if warning {
+		typ = "Warning"
+	}
+	now := metav1.Now().UTC().Format("2006-01-02T15:04:05Z")
+	ev := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "v1", "kind": "Event",
+		"metadata":       map[string]any{"generateName": on.Name + ".", "namespace": on.Namespace},
+		"involvedObject": map[string]any{"apiVersion": on.APIVersion, "kind": on.Kind, "namespace": on.Namespace, "name": on.Name, "uid": string(on.UID)},
+		"reason":         reason, "message": message, "type": typ, "count": int64(1),
+		"firstTimestamp": now, "lastTimestamp": now,
+		"source":             map[string]any{"component": "faultlined", "host": a.node},
+		"reportingComponent": "faultline.dev/faultlined", "reportingInstance": a.node,
+	}}
+	_, err := a.client.Resource(events).Namespace(on.Namespace).Create(ctx, ev, metav1.CreateOptions{})
+	return err
+}
+
+// DeleteAll deletes every Fault of every namespace (gateway.FaultObjects).
+func (a *API) DeleteAll(ctx context.Context) ([]string, error) {
+	list, err := a.client.Resource(GVR).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	var (
+		mu      sync.Mutex
+		deleted []string
+		errs    []error
+		wg      sync.WaitGroup
+	)
+	for _, f := range list.Items {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := a.client.Resource(GVR).Namespace(f.GetNamespace()).Delete(ctx, f.GetName(), metav1.DeleteOptions{})
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil && !apierrors.IsNotFound(err) {
+				errs = append(errs, err)
+				return
+			}
+			deleted = append(deleted, f.GetNamespace()+"/"+f.GetName())
+		}()
+	}
+	wg.Wait()
+	slices.Sort(deleted)
+	return deleted, errors.Join(errs...)
+}
+
+// Sink takes the Faults a watch sees.
+type Sink interface {
+	Sync(*Fault)
+	Delete(namespace, name string, uid types.UID)
+}
+
 // Watch feeds c the Faults of every namespace until ctx ends; synced
 // reports when the first list has arrived.
-func (a *API) Watch(ctx context.Context, c *Controller, log *slog.Logger) (synced func() bool, err error) {
+func (a *API) Watch(ctx context.Context, c Sink, log *slog.Logger) (synced func() bool, err error) {
 	// A plain informer over the dynamic client: dynamicinformer would link
 	// every API group's types into faultlined.
 	res := a.client.Resource(GVR)

@@ -1,8 +1,10 @@
 // Package kubefault is faults as Kubernetes objects: the namespaced Fault
 // resource (faultline.dev/v1alpha1), its CRD schema derived from the one
 // fault model's protobuf, the conversion of a Fault to the node API's
-// requests, and the controller each faultlined runs to apply the Faults
-// that match pods of its node.
+// requests, and the API server client (Cluster, API); nodecontroller is
+// what each faultlined runs to apply the Faults that match pods of its
+// node. This package imports nothing of the engine, so the CLI and the
+// gateway can use it on any platform.
 //
 // Authorization is Kubernetes RBAC on Faults in the target namespace: a
 // Fault only ever targets pods of its own namespace, so whoever may create

@@ -77,6 +77,7 @@ func TestKubernetes(t *testing.T) {
 		{"NetworkFault", testNetworkFault},
 		{"TCPFault", testTCPFault},
 		{"FaultObjects", testFaultObjects},
+		{"RevokeAll", testRevokeAll},
 		{"Refusals", testRefusals},
 		{"CancelMidFault", testCancelMidFault},
 		{"K6Library", testK6Library},

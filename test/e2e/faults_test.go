@@ -7,12 +7,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/faultline-dev/faultline/pkg/kubefault"
+	pb "github.com/faultline-dev/faultline/proto/faultline/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // applyYAML runs kubectl apply -f on doc, with extra kubectl arguments
@@ -176,5 +180,64 @@ func testFaultObjects(t *testing.T, e *env) {
 	t.Logf("kubectl delete fault: pods answer 200 again %s after it returned (kubectl took %s)", direct, called)
 	if direct > time.Second {
 		t.Errorf("the fault outlived its Fault by %s, want at most 1s", direct)
+	}
+	// kubectl describe pod shows what was done to the pod, by which Fault.
+	err := waitFor(ctx, 10*time.Second, "FaultEnded event on "+catalog[0].Name, func() error {
+		out, err := e.Kubectl(ctx, "describe", "pod", "-n", "shop", catalog[0].Name)
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(out, "FaultStarted") || !strings.Contains(out, "FaultEnded") {
+			return fmt.Errorf("no FaultStarted and FaultEnded events yet")
+		}
+		i := strings.Index(out, "Events:")
+		t.Logf("kubectl describe pod %s:\n%s", catalog[0].Name, out[i:])
+		return nil
+	})
+	if err != nil {
+		t.Error(err)
+	}
+}
+
+// testRevokeAll: one command ends every fault in the cluster: a Fault
+// object on the catalog pods and a gateway fault on solo, within a second.
+func testRevokeAll(t *testing.T, e *env) {
+	ctx := context.Background()
+	if out, err := e.Kubectl(ctx, "label", "namespace", "shop", kubefault.OptInLabel+"="+kubefault.OptInValue, "--overwrite"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	defer e.Kubectl(ctx, "label", "namespace", "shop", kubefault.OptInLabel+"-")
+	catalog, solo := e.pods(t, "app=catalog"), e.pods(t, "app=solo")
+	if out, err := e.applyYAML(t, faultYAML("shop", "catalog-down", fmt.Sprintf(catalog503, "60s"))); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	gwDone := e.injectHTTP(ctx, &pb.InjectHTTPRequest{Targets: pods("shop", map[string]string{"app": "solo"}), Duration: dur(time.Minute),
+		Fault: &pb.HTTPFault{Port: 8080, ErrorRate: 1, ErrorCode: 500, Exclude: probes}})
+	e.waitStatus(t, catalog[0].Status.PodIP, 503, 10*time.Second)
+	e.waitStatus(t, solo[0].Status.PodIP, 500, 10*time.Second)
+
+	start := time.Now()
+	cmd := exec.Command(filepath.Join(e.path("bin"), "faultline"), "revoke", "--all", "--kubeconfig", e.Kubeconfig)
+	out, err := cmd.CombinedOutput()
+	took := time.Since(start)
+	if err != nil {
+		t.Fatalf("faultline revoke --all: %v\n%s", err, out)
+	}
+	for _, p := range append(catalog, solo...) {
+		e.waitStatus(t, p.Status.PodIP, 200, 5*time.Second)
+	}
+	end := time.Since(start) // the command and the slowest pod
+	t.Logf("faultline revoke --all took %s; every pod answered directly %s after it started:\n%s", took, end, out)
+	if !strings.Contains(string(out), "deleted Fault shop/catalog-down") || !strings.Contains(string(out), "solo") {
+		t.Errorf("revoke --all output:\n%s", out)
+	}
+	if end > time.Second {
+		t.Errorf("revoke --all ended every fault in %s, want at most 1s", end)
+	}
+	if r := <-gwDone; r.err != nil && status.Code(r.err) != codes.OK {
+		t.Logf("the gateway's inject call ended: %v", r.err)
+	}
+	if _, err := e.Kubectl(ctx, "get", "fault", "catalog-down", "-n", "shop"); err == nil {
+		t.Error("the Fault object is still there")
 	}
 }

@@ -32,7 +32,7 @@ import (
 const unauthClient = `
 import json, sys, grpc
 addr, token_file = sys.argv[1], sys.argv[2]
-methods = ["/faultline.v1.Gateway/" + m for m in ("Targets", "InjectHTTP", "InjectGrpc", "InjectNetwork", "TerminatePods")]
+methods = ["/faultline.v1.Gateway/" + m for m in ("Targets", "InjectHTTP", "InjectGrpc", "InjectNetwork", "InjectTcp", "TerminatePods", "Status", "RevokeAll")]
 out = {}
 try:
     open(token_file).read()

@@ -1137,6 +1137,105 @@ func (x *StatusResponse) GetNotes() []string {
 	return nil
 }
 
+type RevokeAllRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeAllRequest) Reset() {
+	*x = RevokeAllRequest{}
+	mi := &file_faultline_v1_gateway_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeAllRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeAllRequest) ProtoMessage() {}
+
+func (x *RevokeAllRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_faultline_v1_gateway_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeAllRequest.ProtoReflect.Descriptor instead.
+func (*RevokeAllRequest) Descriptor() ([]byte, []int) {
+	return file_faultline_v1_gateway_proto_rawDescGZIP(), []int{18}
+}
+
+type RevokeAllResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The node faults revoked, with their final counters.
+	Revoked []*TargetResult `protobuf:"bytes,1,rep,name=revoked,proto3" json:"revoked,omitempty"`
+	// Fault objects deleted, as namespace/name.
+	FaultsDeleted []string `protobuf:"bytes,2,rep,name=faults_deleted,json=faultsDeleted,proto3" json:"faults_deleted,omitempty"`
+	// Nodes (or the API server) that could not be asked, each with why.
+	Unreachable   []string `protobuf:"bytes,3,rep,name=unreachable,proto3" json:"unreachable,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeAllResponse) Reset() {
+	*x = RevokeAllResponse{}
+	mi := &file_faultline_v1_gateway_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeAllResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeAllResponse) ProtoMessage() {}
+
+func (x *RevokeAllResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_faultline_v1_gateway_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeAllResponse.ProtoReflect.Descriptor instead.
+func (*RevokeAllResponse) Descriptor() ([]byte, []int) {
+	return file_faultline_v1_gateway_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *RevokeAllResponse) GetRevoked() []*TargetResult {
+	if x != nil {
+		return x.Revoked
+	}
+	return nil
+}
+
+func (x *RevokeAllResponse) GetFaultsDeleted() []string {
+	if x != nil {
+		return x.FaultsDeleted
+	}
+	return nil
+}
+
+func (x *RevokeAllResponse) GetUnreachable() []string {
+	if x != nil {
+		return x.Unreachable
+	}
+	return nil
+}
+
 var File_faultline_v1_gateway_proto protoreflect.FileDescriptor
 
 const file_faultline_v1_gateway_proto_rawDesc = "" +
@@ -1222,7 +1321,12 @@ const file_faultline_v1_gateway_proto_rawDesc = "" +
 	"\x06faults\x18\x01 \x03(\v2\x1a.faultline.v1.TargetResultR\x06faults\x12,\n" +
 	"\x05total\x18\x02 \x01(\v2\x16.faultline.v1.CountersR\x05total\x12 \n" +
 	"\vunreachable\x18\x03 \x03(\tR\vunreachable\x12\x14\n" +
-	"\x05notes\x18\x04 \x03(\tR\x05notes2\xc4\x04\n" +
+	"\x05notes\x18\x04 \x03(\tR\x05notes\"\x12\n" +
+	"\x10RevokeAllRequest\"\x92\x01\n" +
+	"\x11RevokeAllResponse\x124\n" +
+	"\arevoked\x18\x01 \x03(\v2\x1a.faultline.v1.TargetResultR\arevoked\x12%\n" +
+	"\x0efaults_deleted\x18\x02 \x03(\tR\rfaultsDeleted\x12 \n" +
+	"\vunreachable\x18\x03 \x03(\tR\vunreachable2\x92\x05\n" +
 	"\aGateway\x12F\n" +
 	"\aTargets\x12\x1c.faultline.v1.TargetsRequest\x1a\x1d.faultline.v1.TargetsResponse\x12R\n" +
 	"\n" +
@@ -1232,7 +1336,8 @@ const file_faultline_v1_gateway_proto_rawDesc = "" +
 	"\rInjectNetwork\x12\".faultline.v1.InjectNetworkRequest\x1a#.faultline.v1.GatewayInjectResponse\x12P\n" +
 	"\tInjectTcp\x12\x1e.faultline.v1.InjectTcpRequest\x1a#.faultline.v1.GatewayInjectResponse\x12X\n" +
 	"\rTerminatePods\x12\".faultline.v1.TerminatePodsRequest\x1a#.faultline.v1.TerminatePodsResponse\x12C\n" +
-	"\x06Status\x12\x1b.faultline.v1.StatusRequest\x1a\x1c.faultline.v1.StatusResponseBCZAgithub.com/faultline-dev/faultline/proto/faultline/v1;faultlinev1b\x06proto3"
+	"\x06Status\x12\x1b.faultline.v1.StatusRequest\x1a\x1c.faultline.v1.StatusResponse\x12L\n" +
+	"\tRevokeAll\x12\x1e.faultline.v1.RevokeAllRequest\x1a\x1f.faultline.v1.RevokeAllResponseBCZAgithub.com/faultline-dev/faultline/proto/faultline/v1;faultlinev1b\x06proto3"
 
 var (
 	file_faultline_v1_gateway_proto_rawDescOnce sync.Once
@@ -1246,7 +1351,7 @@ func file_faultline_v1_gateway_proto_rawDescGZIP() []byte {
 	return file_faultline_v1_gateway_proto_rawDescData
 }
 
-var file_faultline_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_faultline_v1_gateway_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_faultline_v1_gateway_proto_goTypes = []any{
 	(*LabelSet)(nil),              // 0: faultline.v1.LabelSet
 	(*PodSelector)(nil),           // 1: faultline.v1.PodSelector
@@ -1266,69 +1371,74 @@ var file_faultline_v1_gateway_proto_goTypes = []any{
 	(*TerminatePodsResponse)(nil), // 15: faultline.v1.TerminatePodsResponse
 	(*StatusRequest)(nil),         // 16: faultline.v1.StatusRequest
 	(*StatusResponse)(nil),        // 17: faultline.v1.StatusResponse
-	nil,                           // 18: faultline.v1.LabelSet.LabelsEntry
-	nil,                           // 19: faultline.v1.TargetInfo.LabelsEntry
-	(*Target)(nil),                // 20: faultline.v1.Target
-	(*durationpb.Duration)(nil),   // 21: google.protobuf.Duration
-	(*HTTPFault)(nil),             // 22: faultline.v1.HTTPFault
-	(*GrpcFault)(nil),             // 23: faultline.v1.GrpcFault
-	(*NetworkFault)(nil),          // 24: faultline.v1.NetworkFault
-	(*TcpFault)(nil),              // 25: faultline.v1.TcpFault
-	(*FaultStatus)(nil),           // 26: faultline.v1.FaultStatus
-	(*Counters)(nil),              // 27: faultline.v1.Counters
+	(*RevokeAllRequest)(nil),      // 18: faultline.v1.RevokeAllRequest
+	(*RevokeAllResponse)(nil),     // 19: faultline.v1.RevokeAllResponse
+	nil,                           // 20: faultline.v1.LabelSet.LabelsEntry
+	nil,                           // 21: faultline.v1.TargetInfo.LabelsEntry
+	(*Target)(nil),                // 22: faultline.v1.Target
+	(*durationpb.Duration)(nil),   // 23: google.protobuf.Duration
+	(*HTTPFault)(nil),             // 24: faultline.v1.HTTPFault
+	(*GrpcFault)(nil),             // 25: faultline.v1.GrpcFault
+	(*NetworkFault)(nil),          // 26: faultline.v1.NetworkFault
+	(*TcpFault)(nil),              // 27: faultline.v1.TcpFault
+	(*FaultStatus)(nil),           // 28: faultline.v1.FaultStatus
+	(*Counters)(nil),              // 29: faultline.v1.Counters
 }
 var file_faultline_v1_gateway_proto_depIdxs = []int32{
-	18, // 0: faultline.v1.LabelSet.labels:type_name -> faultline.v1.LabelSet.LabelsEntry
+	20, // 0: faultline.v1.LabelSet.labels:type_name -> faultline.v1.LabelSet.LabelsEntry
 	0,  // 1: faultline.v1.PodSelector.select:type_name -> faultline.v1.LabelSet
 	0,  // 2: faultline.v1.PodSelector.exclude:type_name -> faultline.v1.LabelSet
 	1,  // 3: faultline.v1.TargetSet.pods:type_name -> faultline.v1.PodSelector
 	2,  // 4: faultline.v1.TargetSet.service:type_name -> faultline.v1.ServiceRef
-	19, // 5: faultline.v1.TargetInfo.labels:type_name -> faultline.v1.TargetInfo.LabelsEntry
-	20, // 6: faultline.v1.TargetInfo.target:type_name -> faultline.v1.Target
+	21, // 5: faultline.v1.TargetInfo.labels:type_name -> faultline.v1.TargetInfo.LabelsEntry
+	22, // 6: faultline.v1.TargetInfo.target:type_name -> faultline.v1.Target
 	3,  // 7: faultline.v1.TargetsRequest.targets:type_name -> faultline.v1.TargetSet
 	4,  // 8: faultline.v1.TargetsResponse.targets:type_name -> faultline.v1.TargetInfo
 	7,  // 9: faultline.v1.TargetsResponse.skipped:type_name -> faultline.v1.SkippedTarget
 	3,  // 10: faultline.v1.InjectHTTPRequest.targets:type_name -> faultline.v1.TargetSet
-	21, // 11: faultline.v1.InjectHTTPRequest.duration:type_name -> google.protobuf.Duration
-	22, // 12: faultline.v1.InjectHTTPRequest.fault:type_name -> faultline.v1.HTTPFault
+	23, // 11: faultline.v1.InjectHTTPRequest.duration:type_name -> google.protobuf.Duration
+	24, // 12: faultline.v1.InjectHTTPRequest.fault:type_name -> faultline.v1.HTTPFault
 	3,  // 13: faultline.v1.InjectGrpcRequest.targets:type_name -> faultline.v1.TargetSet
-	21, // 14: faultline.v1.InjectGrpcRequest.duration:type_name -> google.protobuf.Duration
-	23, // 15: faultline.v1.InjectGrpcRequest.fault:type_name -> faultline.v1.GrpcFault
+	23, // 14: faultline.v1.InjectGrpcRequest.duration:type_name -> google.protobuf.Duration
+	25, // 15: faultline.v1.InjectGrpcRequest.fault:type_name -> faultline.v1.GrpcFault
 	3,  // 16: faultline.v1.InjectNetworkRequest.targets:type_name -> faultline.v1.TargetSet
-	21, // 17: faultline.v1.InjectNetworkRequest.duration:type_name -> google.protobuf.Duration
-	24, // 18: faultline.v1.InjectNetworkRequest.fault:type_name -> faultline.v1.NetworkFault
+	23, // 17: faultline.v1.InjectNetworkRequest.duration:type_name -> google.protobuf.Duration
+	26, // 18: faultline.v1.InjectNetworkRequest.fault:type_name -> faultline.v1.NetworkFault
 	3,  // 19: faultline.v1.InjectTcpRequest.targets:type_name -> faultline.v1.TargetSet
-	21, // 20: faultline.v1.InjectTcpRequest.duration:type_name -> google.protobuf.Duration
-	25, // 21: faultline.v1.InjectTcpRequest.fault:type_name -> faultline.v1.TcpFault
+	23, // 20: faultline.v1.InjectTcpRequest.duration:type_name -> google.protobuf.Duration
+	27, // 21: faultline.v1.InjectTcpRequest.fault:type_name -> faultline.v1.TcpFault
 	4,  // 22: faultline.v1.TargetResult.target:type_name -> faultline.v1.TargetInfo
-	26, // 23: faultline.v1.TargetResult.fault:type_name -> faultline.v1.FaultStatus
+	28, // 23: faultline.v1.TargetResult.fault:type_name -> faultline.v1.FaultStatus
 	12, // 24: faultline.v1.GatewayInjectResponse.targets:type_name -> faultline.v1.TargetResult
-	27, // 25: faultline.v1.GatewayInjectResponse.total:type_name -> faultline.v1.Counters
+	29, // 25: faultline.v1.GatewayInjectResponse.total:type_name -> faultline.v1.Counters
 	7,  // 26: faultline.v1.GatewayInjectResponse.skipped:type_name -> faultline.v1.SkippedTarget
 	3,  // 27: faultline.v1.TerminatePodsRequest.targets:type_name -> faultline.v1.TargetSet
-	21, // 28: faultline.v1.TerminatePodsRequest.timeout:type_name -> google.protobuf.Duration
+	23, // 28: faultline.v1.TerminatePodsRequest.timeout:type_name -> google.protobuf.Duration
 	3,  // 29: faultline.v1.StatusRequest.targets:type_name -> faultline.v1.TargetSet
 	12, // 30: faultline.v1.StatusResponse.faults:type_name -> faultline.v1.TargetResult
-	27, // 31: faultline.v1.StatusResponse.total:type_name -> faultline.v1.Counters
-	5,  // 32: faultline.v1.Gateway.Targets:input_type -> faultline.v1.TargetsRequest
-	8,  // 33: faultline.v1.Gateway.InjectHTTP:input_type -> faultline.v1.InjectHTTPRequest
-	9,  // 34: faultline.v1.Gateway.InjectGrpc:input_type -> faultline.v1.InjectGrpcRequest
-	10, // 35: faultline.v1.Gateway.InjectNetwork:input_type -> faultline.v1.InjectNetworkRequest
-	11, // 36: faultline.v1.Gateway.InjectTcp:input_type -> faultline.v1.InjectTcpRequest
-	14, // 37: faultline.v1.Gateway.TerminatePods:input_type -> faultline.v1.TerminatePodsRequest
-	16, // 38: faultline.v1.Gateway.Status:input_type -> faultline.v1.StatusRequest
-	6,  // 39: faultline.v1.Gateway.Targets:output_type -> faultline.v1.TargetsResponse
-	13, // 40: faultline.v1.Gateway.InjectHTTP:output_type -> faultline.v1.GatewayInjectResponse
-	13, // 41: faultline.v1.Gateway.InjectGrpc:output_type -> faultline.v1.GatewayInjectResponse
-	13, // 42: faultline.v1.Gateway.InjectNetwork:output_type -> faultline.v1.GatewayInjectResponse
-	13, // 43: faultline.v1.Gateway.InjectTcp:output_type -> faultline.v1.GatewayInjectResponse
-	15, // 44: faultline.v1.Gateway.TerminatePods:output_type -> faultline.v1.TerminatePodsResponse
-	17, // 45: faultline.v1.Gateway.Status:output_type -> faultline.v1.StatusResponse
-	39, // [39:46] is the sub-list for method output_type
-	32, // [32:39] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	29, // 31: faultline.v1.StatusResponse.total:type_name -> faultline.v1.Counters
+	12, // 32: faultline.v1.RevokeAllResponse.revoked:type_name -> faultline.v1.TargetResult
+	5,  // 33: faultline.v1.Gateway.Targets:input_type -> faultline.v1.TargetsRequest
+	8,  // 34: faultline.v1.Gateway.InjectHTTP:input_type -> faultline.v1.InjectHTTPRequest
+	9,  // 35: faultline.v1.Gateway.InjectGrpc:input_type -> faultline.v1.InjectGrpcRequest
+	10, // 36: faultline.v1.Gateway.InjectNetwork:input_type -> faultline.v1.InjectNetworkRequest
+	11, // 37: faultline.v1.Gateway.InjectTcp:input_type -> faultline.v1.InjectTcpRequest
+	14, // 38: faultline.v1.Gateway.TerminatePods:input_type -> faultline.v1.TerminatePodsRequest
+	16, // 39: faultline.v1.Gateway.Status:input_type -> faultline.v1.StatusRequest
+	18, // 40: faultline.v1.Gateway.RevokeAll:input_type -> faultline.v1.RevokeAllRequest
+	6,  // 41: faultline.v1.Gateway.Targets:output_type -> faultline.v1.TargetsResponse
+	13, // 42: faultline.v1.Gateway.InjectHTTP:output_type -> faultline.v1.GatewayInjectResponse
+	13, // 43: faultline.v1.Gateway.InjectGrpc:output_type -> faultline.v1.GatewayInjectResponse
+	13, // 44: faultline.v1.Gateway.InjectNetwork:output_type -> faultline.v1.GatewayInjectResponse
+	13, // 45: faultline.v1.Gateway.InjectTcp:output_type -> faultline.v1.GatewayInjectResponse
+	15, // 46: faultline.v1.Gateway.TerminatePods:output_type -> faultline.v1.TerminatePodsResponse
+	17, // 47: faultline.v1.Gateway.Status:output_type -> faultline.v1.StatusResponse
+	19, // 48: faultline.v1.Gateway.RevokeAll:output_type -> faultline.v1.RevokeAllResponse
+	41, // [41:49] is the sub-list for method output_type
+	33, // [33:41] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_faultline_v1_gateway_proto_init() }
@@ -1347,7 +1457,7 @@ func file_faultline_v1_gateway_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_faultline_v1_gateway_proto_rawDesc), len(file_faultline_v1_gateway_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -26,6 +26,7 @@ const (
 	Gateway_InjectTcp_FullMethodName     = "/faultline.v1.Gateway/InjectTcp"
 	Gateway_TerminatePods_FullMethodName = "/faultline.v1.Gateway/TerminatePods"
 	Gateway_Status_FullMethodName        = "/faultline.v1.Gateway/Status"
+	Gateway_RevokeAll_FullMethodName     = "/faultline.v1.Gateway/RevokeAll"
 )
 
 // GatewayClient is the client API for Gateway service.
@@ -61,6 +62,11 @@ type GatewayClient interface {
 	// a target set, the faults on its targets. A node that cannot be asked
 	// is named in unreachable; the call fails only when none can be.
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
+	// RevokeAll ends every fault: those running on every node that runs
+	// faultlined, and, in Kubernetes mode, every Fault object of every
+	// namespace (deleted, so that no node starts it again). A node that
+	// cannot be asked is named in unreachable.
+	RevokeAll(ctx context.Context, in *RevokeAllRequest, opts ...grpc.CallOption) (*RevokeAllResponse, error)
 }
 
 type gatewayClient struct {
@@ -141,6 +147,16 @@ func (c *gatewayClient) Status(ctx context.Context, in *StatusRequest, opts ...g
 	return out, nil
 }
 
+func (c *gatewayClient) RevokeAll(ctx context.Context, in *RevokeAllRequest, opts ...grpc.CallOption) (*RevokeAllResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeAllResponse)
+	err := c.cc.Invoke(ctx, Gateway_RevokeAll_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // GatewayServer is the server API for Gateway service.
 // All implementations must embed UnimplementedGatewayServer
 // for forward compatibility.
@@ -174,6 +190,11 @@ type GatewayServer interface {
 	// a target set, the faults on its targets. A node that cannot be asked
 	// is named in unreachable; the call fails only when none can be.
 	Status(context.Context, *StatusRequest) (*StatusResponse, error)
+	// RevokeAll ends every fault: those running on every node that runs
+	// faultlined, and, in Kubernetes mode, every Fault object of every
+	// namespace (deleted, so that no node starts it again). A node that
+	// cannot be asked is named in unreachable.
+	RevokeAll(context.Context, *RevokeAllRequest) (*RevokeAllResponse, error)
 	mustEmbedUnimplementedGatewayServer()
 }
 
@@ -204,6 +225,9 @@ func (UnimplementedGatewayServer) TerminatePods(context.Context, *TerminatePodsR
 }
 func (UnimplementedGatewayServer) Status(context.Context, *StatusRequest) (*StatusResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Status not implemented")
+}
+func (UnimplementedGatewayServer) RevokeAll(context.Context, *RevokeAllRequest) (*RevokeAllResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RevokeAll not implemented")
 }
 func (UnimplementedGatewayServer) mustEmbedUnimplementedGatewayServer() {}
 func (UnimplementedGatewayServer) testEmbeddedByValue()                 {}
@@ -352,6 +376,24 @@ func _Gateway_Status_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Gateway_RevokeAll_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeAllRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GatewayServer).RevokeAll(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Gateway_RevokeAll_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GatewayServer).RevokeAll(ctx, req.(*RevokeAllRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Gateway_ServiceDesc is the grpc.ServiceDesc for Gateway service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -386,6 +428,10 @@ var Gateway_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Status",
 			Handler:    _Gateway_Status_Handler,
+		},
+		{
+			MethodName: "RevokeAll",
+			Handler:    _Gateway_RevokeAll_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

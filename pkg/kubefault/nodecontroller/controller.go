@@ -1,4 +1,8 @@
-package kubefault
+// Package nodecontroller is the controller each faultlined runs in
+// Kubernetes mode: it applies the Fault objects that match pods of its
+// node through the engine, and reports them in the Fault's status and in
+// events.
+package nodecontroller
 
 import (
 	"context"
@@ -7,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -22,23 +27,10 @@ import (
 
 	"github.com/faultline-dev/faultline/pkg/engine"
 	"github.com/faultline-dev/faultline/pkg/fault"
+	"github.com/faultline-dev/faultline/pkg/kubefault"
 	"github.com/faultline-dev/faultline/pkg/nodeapi"
 	pb "github.com/faultline-dev/faultline/proto/faultline/v1"
 )
-
-// Cluster is what the controller asks of the API server beyond its watch:
-// Kubernetes (API) for a real cluster, a test double in unit tests.
-type Cluster interface {
-	// NamespaceLabels returns a namespace's labels.
-	NamespaceLabels(ctx context.Context, name string) (map[string]string, error)
-	// ServiceSelector returns a Service's pod selector.
-	ServiceSelector(ctx context.Context, namespace, name string) (map[string]string, error)
-	// CountPods counts the pods of namespace that sel matches, in the
-	// whole cluster, up to at least limit+1.
-	CountPods(ctx context.Context, namespace string, sel labels.Selector, limit int) (int, error)
-	// ApplyStatus writes this node's entry of a Fault's status.
-	ApplyStatus(ctx context.Context, namespace, name string, st NodeStatus) error
-}
 
 // Pods lists the pods of this node.
 type Pods interface {
@@ -58,7 +50,7 @@ type Controller struct {
 	Faults  nodeapi.Faults
 	Targets nodeapi.TargetResolver
 	Pods    Pods
-	Cluster Cluster
+	Cluster kubefault.Cluster
 	// Protected namespaces are never faulted (kube-system, faultline's).
 	Protected   []string
 	TargetLimit int
@@ -95,7 +87,7 @@ func (c *Controller) Wait() { c.wg.Wait() }
 
 // Sync is a Fault as the watch sees it now. A Fault's spec never changes,
 // so a Fault already running here is left alone.
-func (c *Controller) Sync(f *Fault) {
+func (c *Controller) Sync(f *kubefault.Fault) {
 	key := f.Namespace + "/" + f.Name
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -108,8 +100,8 @@ func (c *Controller) Sync(f *Fault) {
 		}
 		r.cancel() // the name now holds another Fault
 	}
-	mine := f.nodeStatus(c.Node)
-	if f.DeletionTimestamp != nil || mine != nil && mine.Phase != PhaseActive && mine.Phase != PhasePending {
+	mine := nodeStatus(f, c.Node)
+	if f.DeletionTimestamp != nil || mine != nil && mine.Phase != kubefault.PhaseActive && mine.Phase != kubefault.PhasePending {
 		return // done here before
 	}
 	ctx, cancel := context.WithCancel(c.ctx)
@@ -139,7 +131,7 @@ func (c *Controller) Delete(namespace, name string, uid types.UID) {
 	}
 }
 
-func (f *Fault) nodeStatus(node string) *NodeStatus {
+func nodeStatus(f *kubefault.Fault, node string) *kubefault.NodeStatus {
 	for i := range f.Status.Nodes {
 		if f.Status.Nodes[i].Node == node {
 			return &f.Status.Nodes[i]
@@ -153,9 +145,9 @@ func (f *Fault) nodeStatus(node string) *NodeStatus {
 var errRefused = errors.New("refused")
 
 // execute runs one Fault on this node from start to end.
-func (c *Controller) execute(ctx context.Context, f *Fault, before *NodeStatus) {
+func (c *Controller) execute(ctx context.Context, f *kubefault.Fault, before *kubefault.NodeStatus) {
 	log := c.Logger.With("fault", f.Namespace+"/"+f.Name)
-	st := NodeStatus{Node: c.Node, Phase: PhasePending}
+	st := kubefault.NodeStatus{Node: c.Node, Phase: kubefault.PhasePending}
 	write := func() {
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
@@ -165,16 +157,24 @@ func (c *Controller) execute(ctx context.Context, f *Fault, before *NodeStatus) 
 			log.Warn("write the Fault's status", "err", err)
 		}
 	}
+	event := func(on kubefault.Ref, warning bool, reason, format string, args ...any) {
+		ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := c.Cluster.Event(ectx, on, warning, reason, fmt.Sprintf(format, args...)); err != nil {
+			log.Warn("record an event", "reason", reason, "err", err)
+		}
+	}
 	req, pods, err := c.plan(ctx, f)
 	if err != nil {
-		st.Phase, st.Message = PhaseFailed, strings.TrimPrefix(err.Error(), "invalid argument: ")
+		st.Phase, st.Message = kubefault.PhaseFailed, strings.TrimPrefix(err.Error(), "invalid argument: ")
 		log.Info("Fault refused", "reason", st.Message)
 		write()
+		event(kubefault.FaultRef(f), true, "Refused", "node %s: %s", c.Node, st.Message)
 		return
 	}
 	if len(pods) == 0 {
 		if before != nil {
-			st.Phase, st.EndReason, st.Message = PhaseEnded, string(engine.ReasonTargetDeleted), "no pod of this node matches any more"
+			st.Phase, st.EndReason, st.Message = kubefault.PhaseEnded, string(engine.ReasonTargetDeleted), "no pod of this node matches any more"
 			write()
 		}
 		return
@@ -183,16 +183,16 @@ func (c *Controller) execute(ctx context.Context, f *Fault, before *NodeStatus) 
 	remaining := time.Until(expires).Truncate(time.Millisecond)
 	if remaining < fault.MinDuration {
 		if before != nil {
-			st.Phase, st.EndReason = PhaseEnded, string(engine.ReasonExpired)
+			st.Phase, st.EndReason = kubefault.PhaseEnded, string(engine.ReasonExpired)
 			st.StartTime, st.EndTime = before.StartTime, &metav1.Time{Time: expires}
 			write()
 		}
 		return
 	}
 	if f.Spec.DryRun {
-		st.Phase, st.Message = PhaseDryRun, fmt.Sprintf("%d target(s) on this node; dry run: none touched", len(pods))
+		st.Phase, st.Message = kubefault.PhaseDryRun, fmt.Sprintf("%d target(s) on this node; dry run: none touched", len(pods))
 		for _, p := range pods {
-			st.Targets = append(st.Targets, TargetStatus{Pod: p.Name, State: "dry-run"})
+			st.Targets = append(st.Targets, kubefault.TargetStatus{Pod: p.Name, State: "dry-run"})
 		}
 		write()
 		return
@@ -203,15 +203,21 @@ func (c *Controller) execute(ctx context.Context, f *Fault, before *NodeStatus) 
 	st.StartTime = &now
 	switch {
 	case len(started) == 0:
-		st.Phase, st.Message = PhaseFailed, "no target could be faulted: see targets"
+		st.Phase, st.Message = kubefault.PhaseFailed, "no target could be faulted: see targets"
 		write()
 		return
 	case before != nil:
 		st.Message = fmt.Sprintf("faultlined restarted: the fault was picked up again for the %s left", remaining.Round(time.Second))
 	}
-	st.Phase = PhaseActive
+	st.Phase = kubefault.PhaseActive
 	write()
 	log.Info("Fault active on this node", "targets", len(started), "remaining", remaining)
+	kind := req.ProtoReflect().WhichOneof(req.ProtoReflect().Descriptor().Oneofs().ByName("fault")).Name()
+	event(kubefault.FaultRef(f), false, "Started", "node %s: %s fault on %d pod(s) for %s", c.Node, kind, len(started), remaining.Round(time.Second))
+	for _, sf := range started {
+		event(kubefault.PodRef(pods[sf.at]), false, "FaultStarted", "Fault %s (%s, %s) started on this pod for %s: fault id %s",
+			f.Name, kind, f.UID, remaining.Round(time.Second), st.Targets[sf.at].ID)
+	}
 
 	deleted := false
 	for _, sf := range started {
@@ -221,17 +227,28 @@ func (c *Controller) execute(ctx context.Context, f *Fault, before *NodeStatus) 
 			fs = sf.Status()
 		case <-ctx.Done():
 			deleted = true
-			fs = sf.Stop(engine.ReasonRevoked)
+			reason := engine.ReasonRevoked // the kubefault.Fault was deleted
+			if c.ctx.Err() != nil {
+				reason = engine.ReasonShutdown
+			}
+			fs = sf.Stop(reason)
 		}
-		c.finish(&st.Targets[sf.at], fs)
+		ts := &st.Targets[sf.at]
+		c.finish(ts, fs)
 		st.EndReason = string(fs.EndReason)
+		why := ts.EndReason
+		if fs.EndReason == engine.ReasonRevoked {
+			why = "Fault deleted"
+		}
+		event(kubefault.PodRef(pods[sf.at]), false, "FaultEnded", "Fault %s ended on this pod (%s): %s", f.Name, why, countersText(ts.Counters))
 	}
 	if deleted {
 		return // the Fault is gone (or the daemon is stopping): no status to write
 	}
 	end := metav1.Now()
-	st.Phase, st.EndTime = PhaseEnded, &end
+	st.Phase, st.EndTime = kubefault.PhaseEnded, &end
 	write()
+	event(kubefault.FaultRef(f), false, "Ended", "node %s: ended (%s) on %d pod(s)", c.Node, st.EndReason, len(started))
 	log.Info("Fault ended on this node", "reason", st.EndReason)
 }
 
@@ -241,20 +258,20 @@ type startedFault struct {
 	at int
 }
 
-func (c *Controller) finish(ts *TargetStatus, fs engine.Status) {
+func (c *Controller) finish(ts *kubefault.TargetStatus, fs engine.Status) {
 	ts.State, ts.EndReason = "ended", string(fs.EndReason)
 	ts.Counters = countersMap(nodeapi.StatusToProto(fs).GetCounters())
 }
 
 // startAll starts the fault on every pod (at most 8 at once) and records
 // each target's state.
-func (c *Controller) startAll(ctx context.Context, f *Fault, req *pb.InjectRequest, pods []*corev1.Pod, remaining time.Duration, st *NodeStatus, log *slog.Logger) []startedFault {
-	st.Targets = make([]TargetStatus, len(pods))
+func (c *Controller) startAll(ctx context.Context, f *kubefault.Fault, req *pb.InjectRequest, pods []*corev1.Pod, remaining time.Duration, st *kubefault.NodeStatus, log *slog.Logger) []startedFault {
+	st.Targets = make([]kubefault.TargetStatus, len(pods))
 	out := make([]nodeapi.Fault, len(pods))
 	sem := make(chan struct{}, 8)
 	var wg sync.WaitGroup
 	for i, p := range pods {
-		st.Targets[i] = TargetStatus{Pod: p.Name, State: "starting", ID: faultID(f, p)}
+		st.Targets[i] = kubefault.TargetStatus{Pod: p.Name, State: "starting", ID: faultID(f, p)}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -280,7 +297,7 @@ func (c *Controller) startAll(ctx context.Context, f *Fault, req *pb.InjectReque
 	return started
 }
 
-func (c *Controller) startOne(ctx context.Context, f *Fault, req *pb.InjectRequest, p *corev1.Pod, remaining time.Duration, id string) (nodeapi.Fault, error) {
+func (c *Controller) startOne(ctx context.Context, f *kubefault.Fault, req *pb.InjectRequest, p *corev1.Pod, remaining time.Duration, id string) (nodeapi.Fault, error) {
 	r := proto.Clone(req).(*pb.InjectRequest)
 	r.Id, r.Duration = id, durationpb.New(remaining)
 	if f.Spec.PortName != "" {
@@ -303,7 +320,7 @@ func (c *Controller) startOne(ctx context.Context, f *Fault, req *pb.InjectReque
 
 // plan checks a Fault against the fault model and the guardrails and
 // returns its request and the pods of this node it targets.
-func (c *Controller) plan(ctx context.Context, f *Fault) (*pb.InjectRequest, []*corev1.Pod, error) {
+func (c *Controller) plan(ctx context.Context, f *kubefault.Fault) (*pb.InjectRequest, []*corev1.Pod, error) {
 	req, _, err := f.Spec.Request()
 	if err != nil {
 		return nil, nil, err
@@ -315,9 +332,9 @@ func (c *Controller) plan(ctx context.Context, f *Fault) (*pb.InjectRequest, []*
 	if err != nil {
 		return nil, nil, fmt.Errorf("read namespace %s: %w", f.Namespace, err)
 	}
-	if nsLabels[OptInLabel] != OptInValue {
+	if nsLabels[kubefault.OptInLabel] != kubefault.OptInValue {
 		return nil, nil, fmt.Errorf("%w: namespace %s has not opted in to faults: label it %s=%s (kubectl label namespace %s %s=%s)",
-			errRefused, f.Namespace, OptInLabel, OptInValue, f.Namespace, OptInLabel, OptInValue)
+			errRefused, f.Namespace, kubefault.OptInLabel, kubefault.OptInValue, f.Namespace, kubefault.OptInLabel, kubefault.OptInValue)
 	}
 	var sel labels.Selector
 	if f.Spec.Service != "" {
@@ -358,7 +375,7 @@ func (c *Controller) plan(ctx context.Context, f *Fault) (*pb.InjectRequest, []*
 
 // faultID names a target's fault on the node: the Fault's name and a hash
 // of its UID and the pod's.
-func faultID(f *Fault, p *corev1.Pod) string {
+func faultID(f *kubefault.Fault, p *corev1.Pod) string {
 	h := sha256.Sum256([]byte(string(f.UID) + "/" + string(p.UID)))
 	name := f.Name
 	if len(name) > 40 {
@@ -400,4 +417,16 @@ func countersMap(c *pb.Counters) map[string]uint64 {
 		return true
 	})
 	return out
+}
+
+// countersText is a target's counters for an event: "requests=12 errored=12".
+func countersText(c map[string]uint64) string {
+	if len(c) == 0 {
+		return "nothing counted"
+	}
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(c)) {
+		parts = append(parts, fmt.Sprintf("%s=%d", k, c[k]))
+	}
+	return strings.Join(parts, " ")
 }
