@@ -138,8 +138,8 @@ func TestGatewayNeedsItsToken(t *testing.T) {
 			}
 		}
 	}
-	if calls != 14 {
-		t.Errorf("%d calls checked, want 14", calls)
+	if calls != 20 {
+		t.Errorf("%d calls checked, want 20", calls)
 	}
 	wantHint := "the token is in " + tokenFile
 	if !strings.HasPrefix(got["message none"], "no bearer token") || !strings.Contains(got["message none"], wantHint) ||
