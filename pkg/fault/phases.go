@@ -86,7 +86,7 @@ func (t *Timeline) validate(phase func(i int) error) error {
 			return Invalid("phases[%d].duration must be positive, got %s", i, p.Duration)
 		}
 		if err := phase(i); err != nil {
-			return within(fmt.Sprintf("phases[%d]", i), err)
+			return Within(fmt.Sprintf("phases[%d]", i), err)
 		}
 	}
 	return nil
@@ -126,7 +126,7 @@ func httpPhases(f *HTTP, in []*pb.HTTPPhase) (*Timeline, error) {
 			return nil, err
 		}
 		if ph.Delay, err = delay(p.GetAverageDelay(), p.GetDelayVariation(), p.DelayRate); err != nil {
-			return nil, within(fmt.Sprintf("phases[%d]", i), err)
+			return nil, Within(fmt.Sprintf("phases[%d]", i), err)
 		}
 		if p.GetErrorBody() != "" {
 			ph.ErrorBody = []byte(p.GetErrorBody())
@@ -153,14 +153,15 @@ func grpcPhases(f *GRPC, in []*pb.GrpcPhase) (*Timeline, error) {
 			return nil, err
 		}
 		if ph.Delay, err = delay(p.GetAverageDelay(), p.GetDelayVariation(), p.DelayRate); err != nil {
-			return nil, within(fmt.Sprintf("phases[%d]", i), err)
+			return nil, Within(fmt.Sprintf("phases[%d]", i), err)
 		}
 		t.Phases = append(t.Phases, Phase{Duration: d, Rule: ph})
 	}
 	return t, nil
 }
 
-// within puts a field's path in front of an Invalid error's message.
-func within(at string, err error) error {
+// Within puts a field's path in front of an Invalid error's message
+// ("phases[1]: errorCode must be ...").
+func Within(at string, err error) error {
 	return Invalid("%s: %s", at, strings.TrimPrefix(err.Error(), errdefs.ErrInvalidArgument.Error()+": "))
 }

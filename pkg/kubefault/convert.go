@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -40,7 +39,7 @@ func (s *Spec) Request() (*pb.InjectRequest, fault.Spec, error) {
 	if err != nil {
 		return nil, fault.Spec{}, fault.Invalid("spec.duration %q is not a duration such as 30s or 5m", s.Duration)
 	}
-	req.Duration = durationProto(d)
+	req.Duration = durationpb.New(d)
 	given, field := 0, ""
 	for _, k := range kinds {
 		v := k.get(s)
@@ -66,7 +65,7 @@ func (s *Spec) Request() (*pb.InjectRequest, fault.Spec, error) {
 	}
 	spec, err := fault.FromProto(req)
 	if err != nil {
-		return nil, fault.Spec{}, within("spec."+field, err)
+		return nil, fault.Spec{}, fault.Within("spec."+field, err)
 	}
 	return req, spec, nil
 }
@@ -150,11 +149,3 @@ func messageValue(md protoreflect.MessageDescriptor, x any, at string) (any, err
 func durationJSON(d time.Duration) string {
 	return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + "s"
 }
-
-// within puts a path in front of an Invalid error's message.
-func within(at string, err error) error {
-	msg := strings.TrimPrefix(err.Error(), "invalid argument: ")
-	return fault.Invalid("%s: %s", at, msg)
-}
-
-func durationProto(d time.Duration) *durationpb.Duration { return durationpb.New(d) }
