@@ -2,7 +2,6 @@ package cli
 
 import (
 	"fmt"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
@@ -76,16 +75,5 @@ func (g *globals) revokeAll(cmd *cobra.Command, lp *localParams) error {
 	for _, f := range resp.GetFaultsDeleted() {
 		fmt.Fprintln(g.stdout, "deleted Fault "+f)
 	}
-	if len(resp.GetRevoked()) == 0 {
-		fmt.Fprintln(g.stdout, "no node fault was running")
-		return nil
-	}
-	w := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "NODE\tTARGET\tID\tKIND\tPORT\tREQUESTS\tERRORED")
-	for _, r := range resp.GetRevoked() {
-		f := r.GetFault()
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%d\n", r.GetTarget().GetNode(), targetName(r.GetTarget()), f.GetId(), f.GetKind(), portString(f),
-			f.GetCounters().GetRequests(), f.GetCounters().GetErrored())
-	}
-	return w.Flush()
+	return g.printResults(resp.GetRevoked(), "no node fault was running")
 }

@@ -51,18 +51,7 @@ Examples:
 			if g.output == "json" {
 				return g.printJSON(resp)
 			}
-			if len(resp.GetFaults()) == 0 {
-				fmt.Fprintln(g.stdout, "no faults running")
-				return nil
-			}
-			w := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "NODE\tTARGET\tID\tKIND\tPORT\tSTATE\tLEFT\tREQUESTS\tDELAYED\tERRORED\tUPSTREAM_ERRORS\tDROPPED\tREFUSED")
-			for _, r := range resp.GetFaults() {
-				f, c := r.GetFault(), r.GetFault().GetCounters()
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\n", r.GetTarget().GetNode(), targetName(r.GetTarget()), f.GetId(), f.GetKind(), portString(f),
-					stateString(f.GetState()), timeLeft(f), c.GetRequests(), c.GetDelayed(), c.GetErrored(), c.GetUpstreamErrors(), c.GetPacketsDropped(), c.GetConnectionsRefused())
-			}
-			return w.Flush()
+			return g.printResults(resp.GetFaults(), "no faults running")
 		},
 	}
 	sel.bind(cmd.Flags())
@@ -98,4 +87,21 @@ func timeLeft(f *pb.FaultStatus) string {
 		return "-"
 	}
 	return max(0, time.Until(f.GetExpires().AsTime())).Round(time.Second).String()
+}
+
+// printResults prints target faults as a table, or empty when there are
+// none (status, revoke --all).
+func (g *globals) printResults(results []*pb.TargetResult, empty string) error {
+	if len(results) == 0 {
+		fmt.Fprintln(g.stdout, empty)
+		return nil
+	}
+	w := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "NODE\tTARGET\tID\tKIND\tPORT\tSTATE\tLEFT\tREQUESTS\tDELAYED\tERRORED\tUPSTREAM_ERRORS\tDROPPED\tREFUSED")
+	for _, r := range results {
+		f, c := r.GetFault(), r.GetFault().GetCounters()
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\n", r.GetTarget().GetNode(), targetName(r.GetTarget()), f.GetId(), f.GetKind(), portString(f),
+			stateString(f.GetState()), timeLeft(f), c.GetRequests(), c.GetDelayed(), c.GetErrored(), c.GetUpstreamErrors(), c.GetPacketsDropped(), c.GetConnectionsRefused())
+	}
+	return w.Flush()
 }
