@@ -40,13 +40,12 @@ const defaultSocket = "/run/faultline/faultlined.sock"
 
 type config struct {
 	socket, listen string
-	// listenAuth is "token" (the default) or "none": whether callers of
-	// the TCP listener must send tokenFile's bearer token.
-	listenAuth, tokenFile string
-	allowHostNetns        bool
-	headerTimeout         time.Duration
-	idleTimeout           time.Duration
-	headMemory            int64
+	// tokenFile holds the bearer token callers of the TCP listener send.
+	tokenFile      string
+	allowHostNetns bool
+	headerTimeout  time.Duration
+	idleTimeout    time.Duration
+	headMemory     int64
 	// metricsListen is the address of /metrics; empty serves none.
 	metricsListen string
 	kube          kubeConfig
@@ -58,8 +57,7 @@ func main() {
 	}
 	var cfg config
 	flag.StringVar(&cfg.socket, "socket", defaultSocket, "unix socket to serve the API on (mode 0600)")
-	flag.StringVar(&cfg.listen, "listen", "", "also serve the API on this TCP address, e.g. 127.0.0.1:7439; callers need the bearer token (see --listen-auth)")
-	flag.StringVar(&cfg.listenAuth, "listen-auth", "token", `token: callers of --listen send "authorization: Bearer TOKEN" with the token of --token-file; none: no check, only where nothing but a port-forward reaches the listener (the DaemonSet's pod-loopback listener)`)
+	flag.StringVar(&cfg.listen, "listen", "", `also serve the API on this TCP address, e.g. 127.0.0.1:7439; callers send "authorization: Bearer TOKEN" with the token of --token-file`)
 	flag.StringVar(&cfg.tokenFile, "token-file", "", "bearer token file of --listen (default: faultlined.token beside --socket, created mode 0600 when missing)")
 	flag.BoolVar(&cfg.allowHostNetns, "allow-host-netns", false, "let faults target the host's own network namespace (that of PID 1) or faultlined's: they then hit the machine itself")
 	flag.DurationVar(&cfg.headerTimeout, "http-header-timeout", httpfault.DefaultHeaderTimeout, "the proxy closes an HTTP/1 connection whose client takes longer to send a request head")
@@ -82,10 +80,6 @@ func main() {
 	}
 	if cfg.headMemory < 64<<10 {
 		fmt.Fprintf(os.Stderr, "faultlined: --http-head-memory must be at least 65536 (one 64 KiB head), got %d\n", cfg.headMemory)
-		os.Exit(2)
-	}
-	if cfg.listenAuth != "token" && cfg.listenAuth != "none" {
-		fmt.Fprintf(os.Stderr, "faultlined: --listen-auth must be token or none, got %q\n", cfg.listenAuth)
 		os.Exit(2)
 	}
 	logger, err := logging.New(os.Stderr, *format, lvl)
@@ -125,19 +119,15 @@ func run(ctx context.Context, logger *slog.Logger, cfg config) error {
 	go func() { errc <- srv.Serve(ln) }()
 	servers := []*grpc.Server{srv}
 	if cfg.listen != "" {
-		// The unix socket is guarded by its mode; TCP by a token, unless
-		// told that only a port-forward reaches it.
-		tsrv := srv
-		if cfg.listenAuth == "token" {
-			check, file, err := listenToken(cfg)
-			if err != nil {
-				srv.Stop()
-				return err
-			}
-			tsrv = nodeapi.NewGRPCServer(api, check.ServerOptions()...)
-			servers = append(servers, tsrv)
-			logger.Info("tcp listener needs the bearer token", "token_file", file)
+		// The unix socket is guarded by its mode; TCP by a token.
+		check, file, err := listenToken(cfg)
+		if err != nil {
+			srv.Stop()
+			return err
 		}
+		tsrv := nodeapi.NewGRPCServer(api, check.ServerOptions()...)
+		servers = append(servers, tsrv)
+		logger.Info("tcp listener needs the bearer token", "token_file", file)
 		tln, err := net.Listen("tcp", cfg.listen)
 		if err != nil {
 			srv.Stop()
@@ -153,7 +143,7 @@ func run(ctx context.Context, logger *slog.Logger, cfg config) error {
 		}
 		defer msrv.Close()
 	}
-	logger.Info("faultlined ready", "socket", cfg.socket, "listen", cfg.listen, "listen_auth", cfg.listenAuth, "kubernetes", cfg.kube.enabled, "metrics", cfg.metricsListen)
+	logger.Info("faultlined ready", "socket", cfg.socket, "listen", cfg.listen, "kubernetes", cfg.kube.enabled, "metrics", cfg.metricsListen)
 
 	select {
 	case <-ctx.Done():

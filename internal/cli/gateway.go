@@ -30,8 +30,8 @@ import (
 
 // localParams configure the gateway. Local mode: targets from containerd
 // and named network namespaces, faults through the local faultlined.
-// Kubernetes mode (the default): pods through the API server, faults
-// through port-forwards to each node's faultlined pod.
+// Kubernetes mode (the default): pods through the API server, each fault
+// a Fault object that the nodes' faultlined act on.
 type localParams struct {
 	local                bool
 	containerdSocket     string
@@ -120,9 +120,11 @@ func newCmdGateway(g *globals) *cobra.Command {
 		Short: "Serve the selector-level Gateway API that k6 scripts and the CLI call",
 		Long: `Serve faultline.v1.Gateway (with gRPC server reflection) on a loopback TCP
 address. In Kubernetes mode (the default) the targets are pods, found with the
-kubeconfig's credentials (or in-cluster ones), and faults go to each node's
-faultlined through an API-server port-forward: the caller needs
-pods/portforward on faultline's pods, and list on the target pods. In local
+kubeconfig's credentials (or in-cluster ones), and each fault is a Fault
+object in the targets' namespace, leased by the gateway (when it dies, the
+lease lapses and the faults end), which every node's faultlined applies to
+its pods: the caller needs the fault-injector Role there
+(deploy/examples/fault-injector-role.yaml). In local
 mode the targets are this machine's containerd containers and named network
 namespaces, and faults go through the local faultlined.
 

@@ -15,10 +15,10 @@ func newCmdRevoke(g *globals) *cobra.Command {
 		Use:   "revoke ID | --all",
 		Short: "End an active fault (or every fault) and print its counters",
 		Long: `End the fault ID on this machine's faultlined and print its counters; or,
-with --all, end every fault: every Fault object of every namespace
-(Kubernetes mode; they are deleted, as kubectl delete faults --all -A does)
-and every fault running on every node that runs faultlined (or, --local,
-on this machine).
+with --all, end every fault: in Kubernetes mode every FaultPlan and every
+Fault object of every namespace is deleted (as kubectl delete faultplans
+--all; kubectl delete faults --all -A do), and each node ends their faults;
+with --local, every fault of this machine's faultlined.
 
 Examples:
   faultline revoke f-1a2b3c4d
@@ -49,7 +49,7 @@ Examples:
 			return g.printStatus(resp.GetFault())
 		},
 	}
-	cmd.Flags().BoolVar(&all, "all", false, "end every fault, on every node, and delete every Fault object")
+	cmd.Flags().BoolVar(&all, "all", false, "end every fault: delete every FaultPlan and Fault object (Kubernetes), or revoke every fault of this machine (--local)")
 	lp.bind(cmd.Flags())
 	return cmd
 }
@@ -73,7 +73,7 @@ func (g *globals) revokeAll(cmd *cobra.Command, lp *localParams) error {
 		return g.printJSON(resp)
 	}
 	for _, f := range resp.GetFaultsDeleted() {
-		fmt.Fprintln(g.stdout, "deleted Fault "+f)
+		fmt.Fprintln(g.stdout, "deleted "+f)
 	}
 	return g.printResults(resp.GetRevoked(), "no node fault was running")
 }

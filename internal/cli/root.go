@@ -62,7 +62,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	root.PersistentFlags().StringVar(&g.socket, "socket", envOr("FAULTLINE_SOCKET", "/run/faultline/faultlined.sock"), "faultlined's unix socket (env FAULTLINE_SOCKET)")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newCmdInject(g), newCmdList(g), newCmdRevoke(g), newCmdGateway(g), newCmdRun(g), newCmdTargets(g), newCmdTerminate(g), newCmdStatus(g))
+	root.AddCommand(newCmdInject(g), newCmdApply(g), newCmdList(g), newCmdRevoke(g), newCmdGateway(g), newCmdRun(g), newCmdTargets(g), newCmdTerminate(g), newCmdStatus(g))
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)

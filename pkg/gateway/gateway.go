@@ -8,9 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	mrand "math/rand/v2"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -45,9 +43,14 @@ type Server struct {
 	// Metrics, if set, is told about every target's fault (package
 	// metrics implements it).
 	Metrics Metrics
-	// Objects, in Kubernetes mode, are the cluster's Fault objects, which
-	// RevokeAll deletes.
+	// Objects, in Kubernetes mode, are the cluster's Fault objects: every
+	// fault is one, and Transport is not used.
 	Objects FaultObjects
+	// Lease is the lease of the gateway's Faults (0: DefaultLease).
+	Lease time.Duration
+	// FaultTargetLimit is the spec.maxTargets of the gateway's Faults (0:
+	// each node's --fault-target-limit).
+	FaultTargetLimit int
 }
 
 // Metrics watches the gateway's faults.
@@ -243,6 +246,10 @@ func (s *Server) inject(ctx context.Context, ts *pb.TargetSet, d *durationpb.Dur
 	if _, err := fault.FromProto(reqs[0]); err != nil {
 		return nil, err
 	}
+	if s.Objects != nil {
+		set, _ := SetFromProto(ts) // resolve checked it
+		return s.injectObjects(ctx, set, res, infos, reqs, requests)
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -398,7 +405,7 @@ func (s *Server) TerminatePods(ctx context.Context, req *pb.TerminatePodsRequest
 		return nil, err
 	}
 	found := res.Targets
-	n, err := SampleSize(req.GetCount(), len(found))
+	n, err := targets.SampleSize(req.GetCount(), len(found))
 	if err != nil {
 		return nil, err
 	}
@@ -434,28 +441,6 @@ func (s *Server) TerminatePods(ctx context.Context, req *pb.TerminatePodsRequest
 		resp.Terminated = append(resp.Terminated, t.Name)
 	}
 	return resp, nil
-}
-
-// SampleSize parses a count: a whole number, or a percentage "N%" giving
-// max(1, round(total*N/100)).
-func SampleSize(count string, total int) (int, error) {
-	if pct, ok := strings.CutSuffix(count, "%"); ok {
-		v, err := strconv.ParseFloat(pct, 64)
-		if err != nil || v < 0 || v > 100 {
-			return 0, fault.Invalid("count is not a valid percentage: %s", count)
-		}
-		return max(1, int(math.Round(float64(total)*v/100))), nil
-	}
-	n, err := strconv.Atoi(count)
-	switch {
-	case err != nil:
-		return 0, fault.Invalid("count must be a whole number or a percentage such as 50%%, got %q", count)
-	case n < 1:
-		return 0, fault.Invalid("count must be at least 1, got %d", n)
-	case n > total:
-		return 0, fmt.Errorf("%w: cannot sample %d pods out of a total of %d", errdefs.ErrFailedPrecondition, n, total)
-	}
-	return n, nil
 }
 
 // NewGRPCServer returns a gRPC server with the Gateway service, server

@@ -11,23 +11,21 @@ import (
 	pb "github.com/faultline-dev/faultline/proto/faultline/v1"
 )
 
-// FaultObjects are the Fault objects of a cluster (kubefault.API).
-type FaultObjects interface {
-	// DeleteAll deletes every Fault of every namespace and returns them
-	// as namespace/name.
-	DeleteAll(ctx context.Context) ([]string, error)
-}
-
-// RevokeAll ends every fault: the Fault objects first (so that no node
-// starts one again), then every fault running on every node, in parallel.
+// RevokeAll ends every fault. In Kubernetes mode it deletes every Fault
+// object, and each node ends the faults of the deleted ones; in local mode
+// it revokes every fault of every node, in parallel.
 func (s *Server) RevokeAll(ctx context.Context, _ *pb.RevokeAllRequest) (*pb.RevokeAllResponse, error) {
 	resp := &pb.RevokeAllResponse{}
 	if s.Objects != nil {
 		deleted, err := s.Objects.DeleteAll(ctx)
+		if err != nil && len(deleted) == 0 {
+			return nil, err
+		}
 		resp.FaultsDeleted = deleted
 		if err != nil {
 			resp.Unreachable = append(resp.Unreachable, "Fault objects: "+errorMessage(err))
 		}
+		return resp, nil
 	}
 	nodes, err := s.Transport.Nodes(ctx)
 	if err != nil {
@@ -49,7 +47,7 @@ func (s *Server) RevokeAll(ctx context.Context, _ *pb.RevokeAllRequest) (*pb.Rev
 		}()
 	}
 	wg.Wait()
-	if len(nodes) > 0 && len(resp.Unreachable) >= len(nodes) && len(resp.FaultsDeleted) == 0 {
+	if len(nodes) > 0 && len(resp.Unreachable) >= len(nodes) {
 		return nil, fmt.Errorf("%w: nothing answered: %s", errdefs.ErrUnavailable, strings.Join(resp.Unreachable, "; "))
 	}
 	return resp, nil

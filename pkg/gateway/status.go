@@ -24,6 +24,9 @@ const listTimeout = 10 * time.Second
 // that does not answer is named in the response; the call fails only
 // when no node answers.
 func (s *Server) Status(ctx context.Context, req *pb.StatusRequest) (*pb.StatusResponse, error) {
+	if s.Objects != nil {
+		return s.statusObjects(ctx, req)
+	}
 	resp := &pb.StatusResponse{Total: &pb.Counters{}}
 	var (
 		nodes []string

@@ -3,6 +3,7 @@ package kubefault
 import (
 	"encoding/json"
 	"fmt"
+	"math"
 	"strconv"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/faultline-dev/faultline/pkg/fault"
+	"github.com/faultline-dev/faultline/pkg/targets"
 	pb "github.com/faultline-dev/faultline/proto/faultline/v1"
 )
 
@@ -63,11 +65,62 @@ func (s *Spec) Request() (*pb.InjectRequest, fault.Spec, error) {
 	case s.MaxTargets < 0:
 		return nil, fault.Spec{}, fault.Invalid("spec.maxTargets must not be negative, got %d", s.MaxTargets)
 	}
+	if _, err := s.LeaseDuration(); err != nil {
+		return nil, fault.Spec{}, err
+	}
+	if s.Count != "" {
+		if _, err := targets.SampleSize(s.Count, math.MaxInt32); err != nil {
+			return nil, fault.Spec{}, fault.Within("spec.count", err)
+		}
+	}
 	spec, err := fault.FromProto(req)
 	if err != nil {
 		return nil, fault.Spec{}, fault.Within("spec."+field, err)
 	}
 	return req, spec, nil
+}
+
+// Kind is the spec's fault field: http, grpc, tcp or network ("" for
+// none).
+func (s *Spec) Kind() string {
+	for _, k := range kinds {
+		if k.get(s) != nil {
+			return k.field
+		}
+	}
+	return ""
+}
+
+// Fault is the spec's fault field's value (nil for none).
+func (s *Spec) Fault() map[string]any {
+	for _, k := range kinds {
+		if v := k.get(s); v != nil {
+			return v
+		}
+	}
+	return nil
+}
+
+// Lease bounds: a lease shorter than a second would lapse between
+// renewals on a busy API server.
+const (
+	MinLease = time.Second
+	MaxLease = time.Hour
+)
+
+// LeaseDuration is spec.lease, 0 when the Fault has none.
+func (s *Spec) LeaseDuration() (time.Duration, error) {
+	if s.Lease == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(s.Lease)
+	switch {
+	case err != nil:
+		return 0, fault.Invalid("spec.lease %q is not a duration such as 10s", s.Lease)
+	case d < MinLease || d > MaxLease:
+		return 0, fault.Invalid("spec.lease must be from 1s to 1h, got %s", d)
+	}
+	return d, nil
 }
 
 // fromJSON fills m from a spec field: the message's JSON, with Go duration
@@ -148,4 +201,79 @@ func messageValue(md protoreflect.MessageDescriptor, x any, at string) (any, err
 
 func durationJSON(d time.Duration) string {
 	return strconv.FormatFloat(d.Seconds(), 'f', -1, 64) + "s"
+}
+
+// SetFault sets the spec's fault field from a node API request's fault:
+// the inverse of Request, durations as Go durations.
+func (s *Spec) SetFault(req *pb.InjectRequest) error {
+	m := req.ProtoReflect()
+	fd := m.WhichOneof(m.Descriptor().Oneofs().ByName("fault"))
+	if fd == nil {
+		return fault.Invalid("give one fault: http, grpc, tcp or network")
+	}
+	msg := m.Get(fd).Message()
+	b, err := protojson.Marshal(msg.Interface())
+	if err != nil {
+		return err
+	}
+	var v map[string]any
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	v = specJSON(msg.Descriptor(), v)
+	s.HTTP, s.GRPC, s.TCP, s.Network = nil, nil, nil, nil
+	switch string(fd.Name()) {
+	case "http":
+		s.HTTP = v
+	case "grpc":
+		s.GRPC = v
+	case "tcp":
+		s.TCP = v
+	case "network":
+		s.Network = v
+	default:
+		return fault.Invalid("a %s fault cannot be a Fault object", fd.Name())
+	}
+	return nil
+}
+
+// specJSON turns a message's protobuf JSON into the spec's: Go durations,
+// and 64-bit integers as numbers (protobuf JSON writes them as strings).
+func specJSON(md protoreflect.MessageDescriptor, v map[string]any) map[string]any {
+	for k, x := range v {
+		fd := md.Fields().ByJSONName(k)
+		if fd == nil {
+			continue
+		}
+		conv := func(x any) any {
+			switch {
+			case fd.Message() != nil && fd.Message().FullName() == durationName:
+				if s, ok := x.(string); ok {
+					if d, err := time.ParseDuration(s); err == nil {
+						return d.String()
+					}
+				}
+			case fd.Message() != nil && !fd.IsMap():
+				if obj, ok := x.(map[string]any); ok {
+					return specJSON(fd.Message(), obj)
+				}
+			case fd.Kind() == protoreflect.Int64Kind || fd.Kind() == protoreflect.Uint64Kind || fd.Kind() == protoreflect.Sint64Kind ||
+				fd.Kind() == protoreflect.Fixed64Kind || fd.Kind() == protoreflect.Sfixed64Kind:
+				if s, ok := x.(string); ok {
+					if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+						return n
+					}
+				}
+			}
+			return x
+		}
+		if list, ok := x.([]any); ok && fd.IsList() {
+			for i := range list {
+				list[i] = conv(list[i])
+			}
+			continue
+		}
+		v[k] = conv(x)
+	}
+	return v
 }

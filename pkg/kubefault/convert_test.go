@@ -10,6 +10,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/faultline-dev/faultline/pkg/fault"
+	pb "github.com/faultline-dev/faultline/proto/faultline/v1"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 func web() *metav1.LabelSelector {
@@ -54,6 +57,9 @@ func TestRequestRefusalsNameTheField(t *testing.T) {
 		{Spec{Selector: web(), Duration: "30s", HTTP: map[string]any{"port": 80, "teleport": true}}, `spec.http: unknown field "teleport"`},
 		{Spec{Selector: web(), Duration: "30s", TCP: map[string]any{"port": 6379, "downstream": []any{map[string]any{"latency": map[string]any{"latency": 5}}}}}, "spec.tcp.downstream[0].latency.latency must be a duration"},
 		{Spec{Selector: web(), Duration: "30s", TCP: map[string]any{"port": 443, "tls": map[string]any{"serverNames": []any{"*"}, "reset": map[string]any{}}}}, `spec.tcp: tls.serverNames[0]: "*" matches no server name`},
+		{Spec{Selector: web(), Duration: "30s", HTTP: map[string]any{"port": 80}, Lease: "100ms"}, "spec.lease must be from 1s to 1h, got 100ms"},
+		{Spec{Selector: web(), Duration: "30s", HTTP: map[string]any{"port": 80}, Lease: "soon"}, `spec.lease "soon" is not a duration`},
+		{Spec{Selector: web(), Duration: "30s", HTTP: map[string]any{"port": 80}, Count: "many"}, `spec.count: count must be a whole number or a percentage such as 50%, got "many"`},
 		{Spec{Selector: web(), Duration: "2s", HTTP: map[string]any{"port": 80, "phases": []any{map[string]any{"duration": "5s"}}}}, "spec.http: phases last 5s in all, longer than the fault's duration 2s"},
 	} {
 		_, _, err := tc.s.Request()
@@ -86,5 +92,31 @@ func TestCRDCoversTheFaultModel(t *testing.T) {
 	rules := toxic["x-kubernetes-validations"].([]any)
 	if len(rules) != 1 || !strings.Contains(rules[0].(Schema)["message"].(string), "give at most one of latency, bandwidth, timeout") {
 		t.Errorf("toxic oneof rule %v", rules)
+	}
+}
+
+// TestSetFaultRoundTrips: a request's fault through a Fault's spec (as the
+// gateway writes it) and back (as the node reads it) is the same fault.
+func TestSetFaultRoundTrips(t *testing.T) {
+	for _, req := range []*pb.InjectRequest{
+		{Fault: &pb.InjectRequest_Http{Http: &pb.HTTPFault{Port: 8080, AverageDelay: durationpb.New(300 * time.Millisecond), DelayVariation: durationpb.New(20 * time.Millisecond),
+			ErrorRate: 0.5, ErrorCode: 503, Exclude: "/health"}}},
+		{Fault: &pb.InjectRequest_Tcp{Tcp: &pb.TcpFault{Port: 6379, Downstream: []*pb.Toxic{
+			{Toxicity: proto.Float64(0.5), Kind: &pb.Toxic_LimitData{LimitData: &pb.LimitDataToxic{Bytes: 1 << 40}}},
+			{Kind: &pb.Toxic_Slicer{Slicer: &pb.SlicerToxic{AverageSize: 64, SizeVariation: 8, Delay: durationpb.New(1500 * time.Microsecond)}}},
+		}}}},
+	} {
+		s := Spec{Selector: web(), Duration: "30s"}
+		if err := s.SetFault(req); err != nil {
+			t.Fatal(err)
+		}
+		back, _, err := s.Request()
+		if err != nil {
+			t.Fatalf("%+v: %v", s, err)
+		}
+		back.Duration = nil
+		if !proto.Equal(back, req) {
+			t.Errorf("round trip of %v gave %v (spec %+v)", req, back, s)
+		}
 	}
 }

@@ -13,6 +13,10 @@ type Schema = map[string]any
 // goDurationPattern matches Go durations without a sign ("300ms", "1m30s").
 const goDurationPattern = `^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
 
+// maxDurationLength bounds duration strings ("1h30m0.5s" is 9), which also
+// bounds the cost the API server estimates for the CEL rules on them.
+const maxDurationLength = 32
+
 // maxItems bounds every list of the fault model (fault.MaxPhases phases,
 // toxics, server names, paths ...).
 const maxItems = 100
@@ -32,7 +36,7 @@ var bounds = map[string][2]int64{
 // [0, 1], one field of each oneof.
 func MessageSchema(md protoreflect.MessageDescriptor) Schema {
 	if md.FullName() == durationName {
-		return Schema{"type": "string", "pattern": goDurationPattern}
+		return Schema{"type": "string", "pattern": goDurationPattern, "maxLength": maxDurationLength}
 	}
 	props := Schema{}
 	fields := md.Fields()

@@ -27,6 +27,16 @@ const (
 	// OptInValue.
 	OptInLabel = "faultline.dev/faults"
 	OptInValue = "enabled"
+
+	// LeaseAnnotation is renewed by a Fault's holder (the gateway) while
+	// it lives: each change renews the lease (spec.lease), whatever the
+	// value (the gateway writes the time). The nodes time the lease from
+	// when they see each change, so clocks need not agree.
+	LeaseAnnotation = "faultline.dev/lease-renewed"
+	// RefreshAnnotation asks the nodes for their live counters: each node
+	// with the Fault active writes its status entry with the counters of
+	// now and Refreshed set to the annotation's value.
+	RefreshAnnotation = "faultline.dev/status-requested"
 )
 
 // GVR is the Fault resource.
@@ -58,6 +68,15 @@ type Spec struct {
 	MaxTargets int `json:"maxTargets,omitempty"`
 	// DryRun resolves the targets into status and touches none of them.
 	DryRun bool `json:"dryRun,omitempty"`
+	// Count takes only some of the matching pods: a number ("3") or a
+	// share ("50%", at least one pod), chosen by the Fault's UID so that
+	// every node picks the same ones.
+	Count string `json:"count,omitempty"`
+	// Lease, a Go duration from 1s to 1h, ends the fault on every target
+	// when LeaseAnnotation has not changed for that long: the holder of a
+	// leased Fault renews it while it wants the fault, and when the holder
+	// dies its faults end.
+	Lease string `json:"lease,omitempty"`
 
 	// One fault, as the node API's messages in JSON, durations as Go
 	// durations: exactly one of these.
@@ -83,13 +102,26 @@ const (
 	PhaseDryRun  = "DryRun" // targets resolved, none touched
 )
 
+// End reasons of a Fault on a node beyond the engine's (expired,
+// target-deleted).
+const (
+	// EndLeaseExpired: the holder of a leased Fault stopped renewing it.
+	EndLeaseExpired = "lease-expired"
+	// EndDaemonRestarted: the node's faultlined restarted mid-fault; its
+	// faults ended when it stopped and were not started again.
+	EndDaemonRestarted = "daemon-restarted"
+)
+
 // NodeStatus is the Fault on one node.
 type NodeStatus struct {
 	Node    string `json:"node"`
 	Phase   string `json:"phase"`
 	Message string `json:"message,omitempty"`
-	// EndReason: expired, deleted, target-deleted, shutdown.
-	EndReason string         `json:"endReason,omitempty"`
+	// EndReason: expired, lease-expired, daemon-restarted,
+	// target-deleted; a deleted Fault has no status left to say so.
+	EndReason string `json:"endReason,omitempty"`
+	// Refreshed is the RefreshAnnotation value the counters answer.
+	Refreshed string         `json:"refreshed,omitempty"`
 	StartTime *metav1.Time   `json:"startTime,omitempty"`
 	EndTime   *metav1.Time   `json:"endTime,omitempty"`
 	Targets   []TargetStatus `json:"targets,omitempty"`

@@ -9,11 +9,14 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/containerd/errdefs"
 
 	"github.com/faultline-dev/faultline/pkg/fault"
 )
@@ -326,4 +329,26 @@ func (s Set) Matches(id Identity, labels map[string]string) bool {
 		return id.Service == s.Service.Name
 	}
 	return s.Pods == nil || s.Pods.Matches(labels)
+}
+
+// SampleSize parses a count: a whole number, or a percentage "N%" giving
+// max(1, round(total*N/100)).
+func SampleSize(count string, total int) (int, error) {
+	if pct, ok := strings.CutSuffix(count, "%"); ok {
+		v, err := strconv.ParseFloat(pct, 64)
+		if err != nil || v < 0 || v > 100 {
+			return 0, fault.Invalid("count is not a valid percentage: %s", count)
+		}
+		return max(1, int(math.Round(float64(total)*v/100))), nil
+	}
+	n, err := strconv.Atoi(count)
+	switch {
+	case err != nil:
+		return 0, fault.Invalid("count must be a whole number or a percentage such as 50%%, got %q", count)
+	case n < 1:
+		return 0, fault.Invalid("count must be at least 1, got %d", n)
+	case n > total:
+		return 0, fmt.Errorf("%w: cannot sample %d pods out of a total of %d", errdefs.ErrFailedPrecondition, n, total)
+	}
+	return n, nil
 }

@@ -1,7 +1,8 @@
 //go:build e2e
 
-// Package e2e runs faultline on a real single-node Kubernetes that it starts
-// on this machine: etcd and containerd/runc/CNI from Debian, and
+// Package e2e runs faultline on a real two-node Kubernetes that it starts
+// on this machine: etcd and containerd/runc/CNI from Debian (a containerd,
+// CNI bridge, kubelet root directory, ports and cgroup root per node), and
 // kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and
 // kubectl v1.33.13 built from the Go module proxy (k8sbin/), cached outside
 // the repository. Run it with `make e2e` (root).
@@ -9,6 +10,7 @@ package e2e
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -40,30 +42,54 @@ import (
 
 const (
 	k8sVersion = "v1.33.13"
-	nodeName   = "e2e-node"
+	// nodeIP is the first node's, where the API server listens too.
 	nodeIP     = "198.18.32.1"
-	podCIDR    = "198.18.80.0/24"
 	svcCIDR    = "198.19.0.0/24"
-	nodeLink   = "fle2e-node0"
-	bridgeName = "fle2e-br0"
 	pauseImage = "registry.k8s.io/pause:3.10"
 )
 
-// Cluster is a running single-node cluster.
+// Node is one kubelet of the cluster, with a containerd, CNI bridge, root
+// directory, ports and cgroup root of its own.
+type Node struct {
+	Name, IP, Link, Bridge, PodCIDR string
+	// CgroupRoot is the kubelet's --cgroup-root ("" for /): two kubelets
+	// of one machine must not share kubepods.
+	CgroupRoot string
+	Ctr        *ctrkit.Daemon
+	CtrSocket  string
+	ctrClient  *containerd.Client
+}
+
+// nodes are the cluster's: containerd of each in DIR/nodes/NAME, which the
+// DaemonSet mounts, so that faultlined finds its node's by NODE_NAME.
+var nodes = []*Node{
+	{Name: "e2e-node", IP: nodeIP, Link: "fle2e-node0", Bridge: "fle2e-br0", PodCIDR: "198.18.80.0/24"},
+	{Name: "e2e-node-b", IP: "198.18.32.2", Link: "fle2e-node1", Bridge: "fle2e-br1", PodCIDR: "198.18.81.0/24", CgroupRoot: "/fle2e-node-b"},
+}
+
+// Cluster is a running two-node cluster.
 type Cluster struct {
 	Dir        string // everything of the run, removed at the end
 	Bin        string // Kubernetes binaries
 	Kubeconfig string // admin
 	Client     kubernetes.Interface
-	Ctr        *ctrkit.Daemon
-	CtrSocket  string
+	Nodes      []*Node
 	APIPort    int
 
 	procs     []*proc
 	netnsSeen map[string]bool // /run/netns entries before the run
 	logf      func(string, ...any)
-	ctrClient *containerd.Client
 	stopped   bool
+}
+
+// node returns the cluster's node of that name.
+func (c *Cluster) node(name string) *Node {
+	for _, n := range c.Nodes {
+		if n.Name == name {
+			return n
+		}
+	}
+	return nil
 }
 
 type proc struct {
@@ -103,6 +129,10 @@ func StartCluster(ctx context.Context, t testing.TB) *Cluster {
 		t.Fatal(err)
 	}
 	c := &Cluster{Dir: dir, Bin: bin, logf: t.Logf, netnsSeen: map[string]bool{}}
+	for _, n := range nodes {
+		nc := *n
+		c.Nodes = append(c.Nodes, &nc)
+	}
 	if ents, err := os.ReadDir("/run/netns"); err == nil {
 		for _, e := range ents {
 			c.netnsSeen[e.Name()] = true
@@ -123,20 +153,25 @@ func (c *Cluster) path(parts ...string) string {
 }
 
 func (c *Cluster) start(ctx context.Context) error {
-	if err := c.nodeNetwork(); err != nil {
-		return err
+	for _, n := range c.Nodes {
+		if err := n.network(); err != nil {
+			return err
+		}
+		if err := n.cgroupRoot(); err != nil {
+			return err
+		}
+		if err := c.startContainerd(ctx, n); err != nil {
+			return err
+		}
 	}
 	if err := c.certs(); err != nil {
 		return fmt.Errorf("certificates: %w", err)
 	}
-	if err := c.startContainerd(ctx); err != nil {
-		return err
-	}
-	ports, err := freePorts(5)
+	ports, err := freePorts(3 + 2*len(c.Nodes))
 	if err != nil {
 		return err
 	}
-	etcdClient, etcdPeer, etcdMetrics, kubeletPort, kubeletHealthz := ports[0], ports[1], ports[2], ports[3], ports[4]
+	etcdClient, etcdPeer, etcdMetrics := ports[0], ports[1], ports[2]
 	apiPorts, err := freePortsOn(nodeIP, 1)
 	if err != nil {
 		return err
@@ -168,8 +203,13 @@ func (c *Cluster) start(ctx context.Context) error {
 		return err
 	}
 	c.Kubeconfig = c.path("admin.kubeconfig")
-	for _, who := range []string{"admin", "controller-manager", "scheduler", "kubelet"} {
+	for _, who := range []string{"admin", "controller-manager", "scheduler"} {
 		if err := c.writeKubeconfig(c.path(who+".kubeconfig"), who+"-token"); err != nil {
+			return err
+		}
+	}
+	for _, n := range c.Nodes {
+		if err := c.writeKubeconfig(c.path("kubelet-"+n.Name+".kubeconfig"), "kubelet-"+n.Name+"-token"); err != nil {
 			return err
 		}
 	}
@@ -198,39 +238,43 @@ func (c *Cluster) start(ctx context.Context) error {
 		"--kubeconfig", c.path("scheduler.kubeconfig"), "--leader-elect=false", "--bind-address=127.0.0.1", "--secure-port=0"); err != nil {
 		return err
 	}
-	if err := c.startKubelet(kubeletPort, kubeletHealthz); err != nil {
-		return err
-	}
-	return waitFor(ctx, 90*time.Second, "node Ready without taints", func() error {
-		n, err := c.Client.CoreV1().Nodes().Get(ctx, nodeName, metav1.GetOptions{})
-		if err != nil {
+	for i, n := range c.Nodes {
+		if err := c.startKubelet(n, ports[3+2*i], ports[4+2*i]); err != nil {
 			return err
 		}
-		for _, cond := range n.Status.Conditions {
-			if cond.Type == corev1.NodeReady && cond.Status != corev1.ConditionTrue {
-				return fmt.Errorf("node not ready: %s", cond.Message)
+	}
+	return waitFor(ctx, 90*time.Second, "nodes Ready without taints", func() error {
+		for _, node := range c.Nodes {
+			n, err := c.Client.CoreV1().Nodes().Get(ctx, node.Name, metav1.GetOptions{})
+			if err != nil {
+				return err
 			}
-		}
-		if len(n.Spec.Taints) > 0 {
-			return fmt.Errorf("node tainted: %v", n.Spec.Taints)
+			for _, cond := range n.Status.Conditions {
+				if cond.Type == corev1.NodeReady && cond.Status != corev1.ConditionTrue {
+					return fmt.Errorf("node %s not ready: %s", n.Name, cond.Message)
+				}
+			}
+			if len(n.Spec.Taints) > 0 {
+				return fmt.Errorf("node %s tainted: %v", n.Name, n.Spec.Taints)
+			}
 		}
 		return nil
 	})
 }
 
-// nodeNetwork gives the node its IP on a veth (the kernel has no dummy
-// driver); the API server and the kubelet listen there.
-func (c *Cluster) nodeNetwork() error {
-	_ = netlink.LinkDel(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: nodeLink}}) // a crashed run's
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: nodeLink}, PeerName: nodeLink + "p"}
+// network gives the node its IP on a veth (the kernel has no dummy
+// driver); its kubelet (and, on the first, the API server) listens there.
+func (n *Node) network() error {
+	_ = netlink.LinkDel(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: n.Link}}) // a crashed run's
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: n.Link}, PeerName: n.Link + "p"}
 	if err := netlink.LinkAdd(veth); err != nil {
-		return fmt.Errorf("node veth: %w", err)
+		return fmt.Errorf("node %s veth: %w", n.Name, err)
 	}
-	addr, _ := netlink.ParseAddr(nodeIP + "/32")
+	addr, _ := netlink.ParseAddr(n.IP + "/32")
 	if err := netlink.AddrAdd(veth, addr); err != nil {
-		return fmt.Errorf("node address: %w", err)
+		return fmt.Errorf("node %s address: %w", n.Name, err)
 	}
-	for _, name := range []string{nodeLink, nodeLink + "p"} {
+	for _, name := range []string{n.Link, n.Link + "p"} {
 		l, err := netlink.LinkByName(name)
 		if err != nil {
 			return err
@@ -242,8 +286,38 @@ func (c *Cluster) nodeNetwork() error {
 	return nil
 }
 
-func (c *Cluster) startContainerd(ctx context.Context) error {
-	cni := c.path("cni")
+// cgroupRoot makes the node's cgroup root in every cgroup v1 hierarchy
+// (the kubelet refuses a root that does not exist), cpuset's with the
+// machine's CPUs and memory nodes.
+func (n *Node) cgroupRoot() error {
+	if n.CgroupRoot == "" {
+		return nil
+	}
+	hier, err := filepath.Glob("/sys/fs/cgroup/*")
+	if err != nil {
+		return err
+	}
+	for _, h := range hier {
+		if fi, err := os.Lstat(h); err != nil || !fi.IsDir() || fi.Mode()&os.ModeSymlink != 0 {
+			continue
+		}
+		dir := filepath.Join(h, n.CgroupRoot)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("cgroup root %s: %w", dir, err)
+		}
+		if filepath.Base(h) == "cpuset" {
+			for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+				if b, err := os.ReadFile(filepath.Join(h, f)); err == nil {
+					_ = os.WriteFile(filepath.Join(dir, f), b, 0o644)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func (c *Cluster) startContainerd(ctx context.Context, n *Node) error {
+	cni := c.path("cni", n.Name)
 	if err := os.MkdirAll(filepath.Join(cni, "net.d"), 0o755); err != nil {
 		return err
 	}
@@ -255,7 +329,7 @@ func (c *Cluster) startContainerd(ctx context.Context) error {
      "ipam": {"type": "host-local", "ranges": [[{"subnet": %q}]], "routes": [{"dst": "0.0.0.0/0"}], "dataDir": %q}},
     {"type": "loopback"}
   ]
-}`, bridgeName, podCIDR, filepath.Join(cni, "ipam"))
+}`, n.Bridge, n.PodCIDR, filepath.Join(cni, "ipam"))
 	if err := os.WriteFile(filepath.Join(cni, "net.d", "10-fle2e.conflist"), []byte(conflist), 0o644); err != nil {
 		return err
 	}
@@ -280,16 +354,16 @@ func (c *Cluster) startContainerd(ctx context.Context) error {
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         SystemdCgroup = false
 `, pauseImage, filepath.Join(cni, "net.d"))
-	d, err := ctrkit.StartContainerdCRI(ctx, c.path("ctr"), c.path("ctr-root"), cri)
+	d, err := ctrkit.StartContainerdCRI(ctx, c.path("nodes", n.Name), c.path("ctr-root", n.Name), cri)
 	if err != nil {
 		return err
 	}
-	c.Ctr, c.CtrSocket = d, d.Socket
-	c.ctrClient, err = d.Client()
+	n.Ctr, n.CtrSocket = d, d.Socket
+	n.ctrClient, err = d.Client()
 	return err
 }
 
-func (c *Cluster) startKubelet(port, healthz int) error {
+func (c *Cluster) startKubelet(n *Node, port, healthz int) error {
 	pki := c.path("pki")
 	resolv := c.path("resolv.conf")
 	if err := os.WriteFile(resolv, []byte("nameserver 127.0.0.1\n"), 0o644); err != nil {
@@ -323,13 +397,15 @@ serializeImagePulls: false
 syncFrequency: 5s
 fileCheckFrequency: 60s
 nodeStatusUpdateFrequency: 5s
-`, nodeIP, port, healthz, filepath.Join(pki, "ca.crt"), c.CtrSocket, resolv, c.path("pod-logs"))
-	if err := os.WriteFile(c.path("kubelet.yaml"), []byte(config), 0o644); err != nil {
+cgroupRoot: %q
+`, n.IP, port, healthz, filepath.Join(pki, "ca.crt"), n.CtrSocket, resolv, c.path("pod-logs", n.Name), cmp.Or(n.CgroupRoot, "/"))
+	file := c.path("kubelet-" + n.Name + ".yaml")
+	if err := os.WriteFile(file, []byte(config), 0o644); err != nil {
 		return err
 	}
-	return c.run("kubelet", filepath.Join(c.Bin, "kubelet"),
-		"--config", c.path("kubelet.yaml"), "--kubeconfig", c.path("kubelet.kubeconfig"),
-		"--hostname-override", nodeName, "--node-ip", nodeIP, "--root-dir", c.path("kubelet"))
+	return c.run("kubelet-"+n.Name, filepath.Join(c.Bin, "kubelet"),
+		"--config", file, "--kubeconfig", c.path("kubelet-"+n.Name+".kubeconfig"),
+		"--hostname-override", n.Name, "--node-ip", n.IP, "--root-dir", c.path("kubelet", n.Name))
 }
 
 // run starts a component with its output in DIR/logs/NAME.log.
@@ -394,7 +470,7 @@ func (c *Cluster) Stop() {
 	c.stopped = true
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	if c.Client != nil && c.running("kubelet") {
+	if c.Client != nil && c.running("kubelet-"+c.Nodes[0].Name) {
 		c.deleteAllPods(ctx)
 	}
 	// The components, newest first: kubelet before the API server.
@@ -408,12 +484,14 @@ func (c *Cluster) Stop() {
 			<-p.done
 		}
 	}
-	if c.ctrClient != nil {
-		c.removeContainers(ctx)
-		c.ctrClient.Close()
-	}
-	if c.Ctr != nil {
-		c.Ctr.Stop()
+	for _, n := range c.Nodes {
+		if n.ctrClient != nil {
+			n.removeContainers(ctx)
+			n.ctrClient.Close()
+		}
+		if n.Ctr != nil {
+			n.Ctr.Stop()
+		}
 	}
 	c.sweep()
 }
@@ -456,19 +534,22 @@ func (c *Cluster) deleteAllPods(ctx context.Context) {
 }
 
 func (c *Cluster) runningSandboxes(ctx context.Context) int {
-	if c.ctrClient == nil {
-		return 0
+	total := 0
+	for _, n := range c.Nodes {
+		if n.ctrClient == nil {
+			continue
+		}
+		cs, err := n.ctrClient.Containers(ctrkit.WithNamespace(ctx, "k8s.io"), `labels."io.cri-containerd.kind"==sandbox`)
+		if err == nil {
+			total += len(cs)
+		}
 	}
-	cs, err := c.ctrClient.Containers(ctrkit.WithNamespace(ctx, "k8s.io"), `labels."io.cri-containerd.kind"==sandbox`)
-	if err != nil {
-		return 0
-	}
-	return len(cs)
+	return total
 }
 
-func (c *Cluster) removeContainers(ctx context.Context) {
+func (n *Node) removeContainers(ctx context.Context) {
 	nctx := ctrkit.WithNamespace(ctx, "k8s.io")
-	cs, err := c.ctrClient.Containers(nctx)
+	cs, err := n.ctrClient.Containers(nctx)
 	if err != nil {
 		return
 	}
@@ -495,12 +576,14 @@ func (c *Cluster) sweep() {
 			}
 		}
 	}
-	for _, name := range []string{nodeLink, bridgeName} {
-		if l, err := netlink.LinkByName(name); err == nil {
-			_ = netlink.LinkDel(l)
+	for _, n := range c.Nodes {
+		for _, name := range []string{n.Link, n.Bridge} {
+			if l, err := netlink.LinkByName(name); err == nil {
+				_ = netlink.LinkDel(l)
+			}
 		}
+		removeCgroups(n.CgroupRoot)
 	}
-	removeCgroups()
 	if err := os.RemoveAll(c.Dir); err != nil {
 		c.logf("remove %s: %v", c.Dir, err)
 	}
@@ -525,12 +608,17 @@ func mountsUnder(dir string) []string {
 	return out
 }
 
-// removeCgroups removes the kubelet's empty kubepods cgroups in every
-// hierarchy (cgroup v1 here), children first.
-func removeCgroups() {
-	roots, _ := filepath.Glob("/sys/fs/cgroup/*/kubepods")
-	if _, err := os.Stat("/sys/fs/cgroup/kubepods"); err == nil {
-		roots = append(roots, "/sys/fs/cgroup/kubepods")
+// removeCgroups removes a kubelet's empty kubepods cgroups under its
+// cgroup root in every hierarchy (cgroup v1 here), children first, and
+// the root when it is not /.
+func removeCgroups(root string) {
+	sub := "kubepods"
+	if root != "" {
+		sub = strings.TrimPrefix(root, "/")
+	}
+	roots, _ := filepath.Glob("/sys/fs/cgroup/*/" + sub)
+	if _, err := os.Stat("/sys/fs/cgroup/" + sub); err == nil {
+		roots = append(roots, "/sys/fs/cgroup/"+sub)
 	}
 	for _, root := range roots {
 		var dirs []string
@@ -650,8 +738,10 @@ func (c *Cluster) certs() error {
 		// scheduler) everything rather than replicate kubeadm's RBAC.
 		`controller-manager-token,system:kube-controller-manager,2,"system:masters"`,
 		`scheduler-token,system:kube-scheduler,3,"system:masters"`,
-		fmt.Sprintf(`kubelet-token,system:node:%s,4,"system:nodes"`, nodeName),
 	}, "\n") + "\n"
+	for i, n := range c.Nodes {
+		tokens += fmt.Sprintf("kubelet-%s-token,system:node:%s,%d,\"system:nodes\"\n", n.Name, n.Name, 10+i)
+	}
 	return os.WriteFile(filepath.Join(pki, "tokens.csv"), []byte(tokens), 0o600)
 }
 

@@ -78,6 +78,8 @@ func TestKubernetes(t *testing.T) {
 		{"TCPFault", testTCPFault},
 		{"FaultObjects", testFaultObjects},
 		{"RevokeAll", testRevokeAll},
+		{"GatewayKilled", testGatewayKilled},
+		{"FaultPlan", testFaultPlan},
 		{"Refusals", testRefusals},
 		{"CancelMidFault", testCancelMidFault},
 		{"K6Library", testK6Library},
@@ -201,6 +203,14 @@ func testServiceDisruptorNamedPort(t *testing.T, e *env) {
 	r := <-done
 	if r.err != nil {
 		t.Fatal(r.err)
+	}
+	onNodes := map[string]int{}
+	for _, tr := range r.resp.GetTargets() {
+		onNodes[tr.GetTarget().GetNode()]++
+	}
+	t.Logf("ServiceDisruptor's targets by node: %v", onNodes)
+	if len(onNodes) != len(e.Nodes) {
+		t.Errorf("the service's fault reached pods on %d nodes (%v), want %d", len(onNodes), onNodes, len(e.Nodes))
 	}
 	for _, tr := range r.resp.GetTargets() {
 		if tr.GetFault().GetPort() != 8080 {
@@ -364,7 +374,7 @@ func testCancelMidFault(t *testing.T, e *env) {
 // testTimeToActive measures the time from the Inject call to each pod's
 // first faulted response, for 1 pod and for 30, and faultlined's memory.
 func testTimeToActive(t *testing.T, e *env) {
-	pid := e.faultlinedPID(t)
+	pid := e.faultlinedPID(t, e.Nodes[0].Name)
 	idleAfterFaults := rssKiB(t, pid)
 	one := e.measure(t, "app=solo", 1)
 	if out, err := e.Kubectl(context.Background(), "apply", "-f", "testdata/fleet.yaml"); err != nil {
@@ -382,7 +392,7 @@ func testTimeToActive(t *testing.T, e *env) {
 	}
 	if b, err := os.ReadFile(e.path("logs", "gateway.log")); err == nil {
 		for _, line := range strings.Split(string(b), "\n") {
-			if strings.Contains(line, "tunnel open") {
+			if strings.Contains(line, `msg="Fault active"`) {
 				t.Logf("gateway: %s", line)
 			}
 		}
@@ -524,28 +534,31 @@ func testPodDeletedMidFault(t *testing.T, e *env) {
 }
 
 func testDaemonKilledMidFault(t *testing.T, e *env) {
-	ip := e.pods(t, "app=solo")[0].Status.PodIP
+	solo := e.pods(t, "app=solo")[0]
+	ip, node := solo.Status.PodIP, solo.Spec.NodeName
 	done := e.injectHTTP(context.Background(), &pb.InjectHTTPRequest{
 		Targets: pods("shop", map[string]string{"app": "solo"}), Duration: dur(60 * time.Second),
 		Fault: &pb.HTTPFault{Port: 8080, ErrorRate: 1, ErrorCode: 503, Exclude: probes},
 	})
 	e.waitStatus(t, ip, 503, 5*time.Second)
-	pid := e.faultlinedPID(t)
+	pid := e.faultlinedPID(t, node)
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	took := e.waitStatus(t, ip, 200, time.Second)
 	t.Logf("faultlined SIGKILLed mid-fault: the pod answers directly %s later", took)
-	if r := <-done; r.err == nil {
-		t.Errorf("the fault's call succeeded although its daemon died")
+	// The restarted daemon reports the fault ended (it does not resume
+	// it), and the gateway's call fails with that report.
+	if r := <-done; r.err == nil || !strings.Contains(r.err.Error(), "faultlined restarted mid-fault") {
+		t.Errorf("the fault's call ended with %v, want the restarted daemon's report", r.err)
 	} else {
 		t.Logf("the fault's call ended with: %v", r.err)
 	}
 	// The DaemonSet restarts it, and a new fault works.
 	if err := waitFor(context.Background(), 60*time.Second, "faultlined restarted", func() error {
-		l, err := e.Client.CoreV1().Pods("faultline").List(context.Background(), metav1.ListOptions{})
+		l, err := e.Client.CoreV1().Pods("faultline").List(context.Background(), metav1.ListOptions{FieldSelector: "spec.nodeName=" + node})
 		if err != nil || len(l.Items) != 1 {
-			return fmt.Errorf("%v, %d pods", err, len(l.Items))
+			return fmt.Errorf("%v, %d pods on node %s", err, len(l.Items), node)
 		}
 		p := l.Items[0]
 		if len(p.Status.ContainerStatuses) == 0 || p.Status.ContainerStatuses[0].RestartCount < 1 || !isReady(&p) {
@@ -555,7 +568,7 @@ func testDaemonKilledMidFault(t *testing.T, e *env) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if newPID := e.faultlinedPID(t); newPID == pid {
+	if newPID := e.faultlinedPID(t, node); newPID == pid {
 		t.Fatalf("faultlined pid unchanged (%d)", pid)
 	}
 	done = e.injectHTTP(context.Background(), &pb.InjectHTTPRequest{

@@ -9,9 +9,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/faultline-dev/faultline/pkg/kubefault"
 	pb "github.com/faultline-dev/faultline/proto/faultline/v1"
@@ -35,6 +38,21 @@ func faultYAML(ns, name, spec string) string {
 	return fmt.Sprintf("apiVersion: faultline.dev/v1alpha1\nkind: Fault\nmetadata:\n  name: %s\n  namespace: %s\nspec:\n%s", name, ns, spec)
 }
 
+// testPodYAML is a pod that no fault should reach, in NAMESPACE.
+const testPodYAML = `apiVersion: v1
+kind: Pod
+metadata:
+  name: bystander
+  namespace: NAMESPACE
+  labels: {app: bystander}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers:
+    - name: catalog
+      image: faultline.local/catalog:e2e
+      imagePullPolicy: Never
+`
+
 const catalog503 = `  service: catalog
   duration: %s
   http:
@@ -44,7 +62,8 @@ const catalog503 = `  service: catalog
     exclude: /health
 `
 
-// faultStatus reads a Fault's status entry of the e2e node.
+// faultStatus reads a Fault's status, its nodes' entries merged into one:
+// the nodes' phase when they agree (else "mixed"), every node's targets.
 func (e *env) faultStatus(t *testing.T, ns, name string) kubefault.NodeStatus {
 	t.Helper()
 	out, err := e.Kubectl(context.Background(), "get", "fault", name, "-n", ns, "-o", "json")
@@ -55,12 +74,17 @@ func (e *env) faultStatus(t *testing.T, ns, name string) kubefault.NodeStatus {
 	if err := json.Unmarshal([]byte(out), &f); err != nil {
 		t.Fatal(err)
 	}
-	for _, n := range f.Status.Nodes {
-		if n.Node == nodeName {
-			return n
+	var all kubefault.NodeStatus
+	for i, n := range f.Status.Nodes {
+		if i == 0 {
+			all.Phase, all.Message, all.EndReason = n.Phase, n.Message, n.EndReason
+		} else if n.Phase != all.Phase {
+			all.Phase = "mixed"
 		}
+		all.Targets = append(all.Targets, n.Targets...)
 	}
-	return kubefault.NodeStatus{}
+	slices.SortFunc(all.Targets, func(a, b kubefault.TargetStatus) int { return strings.Compare(a.Pod, b.Pod) })
+	return all
 }
 
 // waitPhase waits until the Fault's status on the node is phase.
@@ -109,7 +133,17 @@ func testFaultObjects(t *testing.T, e *env) {
 	catalog := e.pods(t, "app=catalog")
 	ip := catalog[0].Status.PodIP
 
-	// Not opted in: refused in status, naming the label; nothing happens.
+	// Not opted in: refused in status, naming the label, and by the
+	// gateway with that message; nothing happens.
+	if out, err := e.Kubectl(ctx, "label", "namespace", "shop", kubefault.OptInLabel+"-"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	optIn := func() {
+		if out, err := e.Kubectl(ctx, "label", "namespace", "shop", kubefault.OptInLabel+"="+kubefault.OptInValue, "--overwrite"); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+	}
+	defer optIn()
 	if out, err := e.applyYAML(t, faultYAML("shop", "early", fmt.Sprintf(catalog503, "20s"))); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
@@ -117,14 +151,18 @@ func testFaultObjects(t *testing.T, e *env) {
 	if !strings.Contains(st.Message, "label it faultline.dev/faults=enabled") {
 		t.Errorf("not opted in: %q", st.Message)
 	}
+	_, err := e.gw.InjectHTTP(ctx, &pb.InjectHTTPRequest{Targets: pods("shop", map[string]string{"app": "catalog"}), Duration: dur(20 * time.Second),
+		Fault: &pb.HTTPFault{Port: 8080, ErrorRate: 1, ErrorCode: 503, Exclude: probes}})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "label it faultline.dev/faults=enabled") {
+		t.Errorf("gateway in a namespace not opted in: %v, want FailedPrecondition naming the label", err)
+	} else {
+		t.Logf("gateway in a namespace not opted in: %v", err)
+	}
 	if code := e.get(ip); code != 200 {
 		t.Errorf("a refused Fault changed the pod's answers: %d", code)
 	}
 	e.Kubectl(ctx, "delete", "fault", "early", "-n", "shop")
-	if out, err := e.Kubectl(ctx, "label", "namespace", "shop", kubefault.OptInLabel+"="+kubefault.OptInValue); err != nil {
-		t.Fatalf("%v\n%s", err, out)
-	}
-	defer e.Kubectl(ctx, "label", "namespace", "shop", kubefault.OptInLabel+"-")
+	optIn()
 
 	// Over-broad, then dry run.
 	e.applyYAML(t, faultYAML("shop", "broad", fmt.Sprintf(catalog503, "20s")+"  maxTargets: 2\n"))
@@ -170,19 +208,52 @@ func testFaultObjects(t *testing.T, e *env) {
 	} else {
 		t.Logf("alice in namespace other: %s", strings.TrimSpace(out))
 	}
+	if out, err := e.Kubectl(ctx, "label", "namespace", "other", kubefault.OptInLabel+"="+kubefault.OptInValue); err != nil {
+		t.Fatalf("%v\n%s", err, out) // opted in: only RBAC stands in the way
+	}
+	if out, err := e.applyYAML(t, strings.Replace(testPodYAML, "NAMESPACE", "other", 1)); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+
+	// The same through a gateway acting as alice: the fault in shop, which
+	// the Fault above already holds (a second fault on the same port is
+	// refused), and PermissionDenied in other, where nothing happens.
+	alice := e.startGateway(t, "gateway-alice", e.userKubeconfig(t, "alice", "shop-team"))
+	_, err = alice.client.InjectHTTP(ctx, &pb.InjectHTTPRequest{Targets: pods("other", map[string]string{"app": "bystander"}), Duration: dur(20 * time.Second),
+		Fault: &pb.HTTPFault{Port: 8080, ErrorRate: 1, ErrorCode: 503}})
+	if status.Code(err) != codes.PermissionDenied {
+		t.Errorf("alice's gateway in namespace other: %v, want PermissionDenied", err)
+	} else {
+		t.Logf("alice's gateway in namespace other: %v", err)
+	}
+	if out, _ := e.Kubectl(ctx, "get", "faults", "-n", "other", "-o", "name"); strings.TrimSpace(out) != "" {
+		t.Errorf("Faults in namespace other: %s", out)
+	}
 
 	deleted := time.Now()
 	if out, err := e.Kubectl(ctx, "delete", "fault", "catalog-down", "-n", "shop", "--wait=false", "--as", "alice", "--as-group", "shop-team"); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	called := time.Since(deleted)
-	direct := e.waitStatus(t, ip, 200, 5*time.Second)
-	t.Logf("kubectl delete fault: pods answer 200 again %s after it returned (kubectl took %s)", direct, called)
+	var direct time.Duration
+	for _, p := range catalog { // on both nodes
+		e.waitStatus(t, p.Status.PodIP, 200, 5*time.Second)
+		direct = time.Since(deleted) - called
+	}
+	t.Logf("kubectl delete fault: every pod (both nodes) answers 200 again %s after it returned (kubectl took %s)", direct, called)
 	if direct > time.Second {
 		t.Errorf("the fault outlived its Fault by %s, want at most 1s", direct)
 	}
+	aliceShop := time.Now()
+	resp, err := alice.client.InjectHTTP(ctx, &pb.InjectHTTPRequest{Targets: pods("shop", map[string]string{"app": "catalog"}), Duration: dur(2 * time.Second),
+		Fault: &pb.HTTPFault{Port: 8080, ErrorRate: 1, ErrorCode: 503, Exclude: probes}})
+	if err != nil || len(resp.GetTargets()) != 3 {
+		t.Errorf("alice's gateway in shop: %v, %v", resp, err)
+	} else {
+		t.Logf("alice's gateway in shop: 3 targets faulted for 2s, the call took %s", time.Since(aliceShop).Round(time.Millisecond))
+	}
 	// kubectl describe pod shows what was done to the pod, by which Fault.
-	err := waitFor(ctx, 10*time.Second, "FaultEnded event on "+catalog[0].Name, func() error {
+	err = waitFor(ctx, 10*time.Second, "FaultEnded event on "+catalog[0].Name, func() error {
 		out, err := e.Kubectl(ctx, "describe", "pod", "-n", "shop", catalog[0].Name)
 		if err != nil {
 			return err
@@ -200,13 +271,10 @@ func testFaultObjects(t *testing.T, e *env) {
 }
 
 // testRevokeAll: one command ends every fault in the cluster: a Fault
-// object on the catalog pods and a gateway fault on solo, within a second.
+// object on the catalog pods and a gateway's (a Fault it holds) on solo,
+// within a second.
 func testRevokeAll(t *testing.T, e *env) {
 	ctx := context.Background()
-	if out, err := e.Kubectl(ctx, "label", "namespace", "shop", kubefault.OptInLabel+"="+kubefault.OptInValue, "--overwrite"); err != nil {
-		t.Fatalf("%v\n%s", err, out)
-	}
-	defer e.Kubectl(ctx, "label", "namespace", "shop", kubefault.OptInLabel+"-")
 	catalog, solo := e.pods(t, "app=catalog"), e.pods(t, "app=solo")
 	if out, err := e.applyYAML(t, faultYAML("shop", "catalog-down", fmt.Sprintf(catalog503, "60s"))); err != nil {
 		t.Fatalf("%v\n%s", err, out)
@@ -228,7 +296,7 @@ func testRevokeAll(t *testing.T, e *env) {
 	}
 	end := time.Since(start) // the command and the slowest pod
 	t.Logf("faultline revoke --all took %s; every pod answered directly %s after it started:\n%s", took, end, out)
-	if !strings.Contains(string(out), "deleted Fault shop/catalog-down") || !strings.Contains(string(out), "solo") {
+	if !strings.Contains(string(out), "deleted Fault shop/catalog-down") || !strings.Contains(string(out), "deleted Fault shop/faultline-http-") {
 		t.Errorf("revoke --all output:\n%s", out)
 	}
 	if end > time.Second {
@@ -239,5 +307,179 @@ func testRevokeAll(t *testing.T, e *env) {
 	}
 	if _, err := e.Kubectl(ctx, "get", "fault", "catalog-down", "-n", "shop"); err == nil {
 		t.Error("the Fault object is still there")
+	}
+}
+
+// testGatewayKilled: a gateway killed with SIGKILL mid-fault stops
+// renewing its Fault's lease, and the node ends the fault within 2s; the
+// Fault, left behind, says why.
+func testGatewayKilled(t *testing.T, e *env) {
+	ctx := context.Background()
+	ip := e.pods(t, "app=solo")[0].Status.PodIP
+	gw := e.startGateway(t, "gateway-killed", e.Kubeconfig)
+	go gw.client.InjectHTTP(ctx, &pb.InjectHTTPRequest{Targets: pods("shop", map[string]string{"app": "solo"}), Duration: dur(time.Minute),
+		Fault: &pb.HTTPFault{Port: 8080, ErrorRate: 1, ErrorCode: 503, Exclude: probes}})
+	e.waitStatus(t, ip, 503, 10*time.Second)
+	killed := time.Now()
+	if err := gw.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	took := e.waitStatus(t, ip, 200, 5*time.Second)
+	t.Logf("gateway SIGKILLed mid-fault: the pod answers directly %s later (%s after the kill)", took, time.Since(killed).Round(time.Millisecond))
+	if time.Since(killed) > 2*time.Second {
+		t.Errorf("the fault outlived its gateway by %s, want at most 2s", time.Since(killed))
+	}
+	out, err := e.Kubectl(ctx, "get", "faults", "-n", "shop", "-o", "name")
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := strings.Fields(out)
+	if len(names) != 1 {
+		t.Fatalf("Faults left: %q, want the killed gateway's", names)
+	}
+	name := strings.TrimPrefix(names[0], "fault.faultline.dev/")
+	if st := e.waitPhase(t, "shop", name, kubefault.PhaseEnded); st.EndReason != kubefault.EndLeaseExpired {
+		t.Errorf("the orphaned Fault's status: %+v", st)
+	}
+	e.Kubectl(ctx, "delete", "fault", name, "-n", "shop")
+}
+
+// planYAML is a FaultPlan of the seed incident and a second dependency:
+// the catalog (shop) slow by 300ms for catalogFor, and from payAt the
+// payments pod (namespace payments) answering 503 for payFor.
+func planYAML(name string, catalogFor, payAt, payFor time.Duration) string {
+	return fmt.Sprintf(`apiVersion: faultline.dev/v1alpha1
+kind: FaultPlan
+metadata:
+  name: %s
+spec:
+  steps:
+    - name: catalog-slow
+      namespace: shop
+      service: catalog
+      duration: %s
+      http: {port: 8080, averageDelay: 300ms, exclude: /health}
+    - name: payments-down
+      namespace: payments
+      selector: {matchLabels: {app: bystander}}
+      start: %s
+      duration: %s
+      http: {port: 8080, errorRate: 1, errorCode: 503}
+`, name, catalogFor, payAt, payFor)
+}
+
+// testFaultPlan: faultline apply -f runs a plan across two namespaces
+// with its offsets and prints the timeline; Ctrl-C ends every step at
+// once; the same YAML through kubectl apply runs until kubectl delete.
+func testFaultPlan(t *testing.T, e *env) {
+	ctx := context.Background()
+	e.Kubectl(ctx, "create", "namespace", "payments")
+	defer e.Kubectl(ctx, "delete", "namespace", "payments", "--wait=false")
+	if out, err := e.Kubectl(ctx, "label", "namespace", "payments", kubefault.OptInLabel+"="+kubefault.OptInValue, "--overwrite"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if out, err := e.applyYAML(t, strings.Replace(testPodYAML, "NAMESPACE", "payments", 1)); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	var pay string
+	if err := waitFor(ctx, 60*time.Second, "payments pod running", func() error {
+		p, err := e.Client.CoreV1().Pods("payments").Get(ctx, "bystander", metav1.GetOptions{})
+		if err != nil || p.Status.PodIP == "" || e.get(p.Status.PodIP) != 200 {
+			return fmt.Errorf("not serving yet (%v)", err)
+		}
+		pay = p.Status.PodIP
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	catalog := e.pods(t, "app=catalog")[0].Status.PodIP
+	slow := func() bool {
+		start := time.Now()
+		return e.get(catalog) == 200 && time.Since(start) >= 290*time.Millisecond
+	}
+	file := filepath.Join(t.TempDir(), "plan.yaml")
+	bin := filepath.Join(e.path("bin"), "faultline")
+
+	// The whole plan: 6s of slow catalog; payments down from +2s for 3s.
+	os.WriteFile(file, []byte(planYAML("incident", 6*time.Second, 2*time.Second, 3*time.Second)), 0o644)
+	var out strings.Builder
+	cmd := exec.Command(bin, "apply", "-f", file, "--kubeconfig", e.Kubeconfig)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	e.waitStatus(t, pay, 200, time.Second)
+	if err := waitFor(ctx, 3*time.Second, "catalog slow", func() error {
+		if !slow() {
+			return fmt.Errorf("not slow")
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
+	}
+	toDown := e.waitStatus(t, pay, 503, 5*time.Second)
+	at := time.Since(start)
+	toUp := e.waitStatus(t, pay, 200, 6*time.Second)
+	t.Logf("plan: payments down %s after apply started (offset 2s), up again %s later (duration 3s)", at.Round(time.Millisecond), toUp.Round(time.Millisecond))
+	if at < 1500*time.Millisecond || toUp < 2*time.Second {
+		t.Errorf("payments down at +%s for %s, want from +2s for 3s (waited %s)", at, toUp, toDown)
+	}
+	select {
+	case err := <-done:
+		t.Logf("faultline apply (%v, after %s):\n%s", err, time.Since(start).Round(time.Millisecond), out.String())
+		if err != nil || !strings.Contains(out.String(), "catalog-slow") || !strings.Contains(out.String(), "payments-down") || !strings.Contains(out.String(), "expired") {
+			t.Errorf("faultline apply: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("faultline apply did not end:\n%s", out.String())
+	}
+	if left, _ := e.Kubectl(ctx, "get", "faultplans", "-o", "name"); strings.TrimSpace(left) != "" {
+		t.Errorf("FaultPlans left after faultline apply: %s", left)
+	}
+
+	// Ctrl-C mid-plan ends every step.
+	os.WriteFile(file, []byte(planYAML("interrupted", time.Minute, 0, time.Minute)), 0o644)
+	out.Reset()
+	cmd = exec.Command(bin, "apply", "-f", file, "--kubeconfig", e.Kubeconfig)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done = make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	e.waitStatus(t, pay, 503, 10*time.Second)
+	interrupted := time.Now()
+	cmd.Process.Signal(os.Interrupt)
+	e.waitStatus(t, pay, 200, 5*time.Second)
+	took := time.Since(interrupted)
+	err := <-done
+	t.Logf("Ctrl-C: payments direct %s after it; faultline apply exited (%v):\n%s", took.Round(time.Millisecond), err, out.String())
+	if took > time.Second {
+		t.Errorf("Ctrl-C ended the plan in %s, want at most 1s", took)
+	}
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 130 || !strings.Contains(out.String(), "interrupted") {
+		t.Errorf("faultline apply after Ctrl-C: %v, want exit status 130 and a line saying so", err)
+	}
+	if slow() {
+		t.Error("the catalog is still slow after Ctrl-C")
+	}
+
+	// kubectl apply of the same YAML, until kubectl delete.
+	if o, err := e.applyYAML(t, planYAML("by-kubectl", time.Minute, 0, time.Minute)); err != nil {
+		t.Fatalf("%v\n%s", err, o)
+	}
+	e.waitStatus(t, pay, 503, 10*time.Second)
+	if o, err := e.Kubectl(ctx, "get", "faultplan", "by-kubectl", "-o", "wide"); err == nil {
+		t.Logf("kubectl get faultplan:\n%s", o)
+	}
+	deleted := time.Now()
+	e.Kubectl(ctx, "delete", "faultplan", "by-kubectl", "--wait=false")
+	e.waitStatus(t, pay, 200, 5*time.Second)
+	if took := time.Since(deleted); took > 1500*time.Millisecond {
+		t.Errorf("kubectl delete faultplan ended it in %s", took)
 	}
 }

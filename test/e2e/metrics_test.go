@@ -18,19 +18,23 @@ import (
 )
 
 // testMetricsAndStatus: Debian's prometheus scrapes the DaemonSet's
-// faultlined on its pod IP (port "metrics") during an HTTP fault on the
+// faultlined of every node on its pod IP (port "metrics") during an HTTP fault on the
 // three catalog pods; during the fault the gateway's Status and
 // `faultline status` show the three with live counters; after it, PromQL
 // gives each target's requests and errors as the fault returned them.
 func testMetricsAndStatus(t *testing.T, e *env) {
 	daemons, err := e.Client.CoreV1().Pods("faultline").List(context.Background(), metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=faultlined"})
-	if err != nil || len(daemons.Items) != 1 {
+	if err != nil || len(daemons.Items) != len(e.Nodes) {
 		t.Fatalf("faultlined pods: %v, %v", daemons, err)
 	}
-	prom := promtest.Start(t, daemons.Items[0].Status.PodIP+":9464")
-	if err := waitFor(context.Background(), 30*time.Second, "prometheus scraping faultlined", func() error {
-		if promtest.Query(t, prom, `up{job="faultlined"}`) != 1 {
-			return fmt.Errorf("target not up")
+	var scrape []string
+	for _, d := range daemons.Items {
+		scrape = append(scrape, d.Status.PodIP+":9464")
+	}
+	prom := promtest.Start(t, scrape...)
+	if err := waitFor(context.Background(), 30*time.Second, "prometheus scraping every faultlined", func() error {
+		if up := promtest.Query(t, prom, `sum(up{job="faultlined"})`); up != float64(len(scrape)) {
+			return fmt.Errorf("%v of %d targets up", up, len(scrape))
 		}
 		return nil
 	}); err != nil {
@@ -56,7 +60,7 @@ func testMetricsAndStatus(t *testing.T, e *env) {
 	}
 
 	// Live, through the gateway and through the CLI's own (Kubernetes
-	// mode, port-forward to every node's faultlined).
+	// mode: the Faults' status, which the nodes refresh when asked).
 	st, err := e.gw.Status(ctx, &pb.StatusRequest{})
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -20,8 +21,11 @@ import (
 	containerd "github.com/containerd/containerd"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/yaml"
 
 	"github.com/faultline-dev/faultline/internal/testkit/ctrkit"
 	"github.com/faultline-dev/faultline/pkg/auth"
@@ -79,8 +83,10 @@ func setup(t *testing.T) *env {
 		}
 		// The Dockerfile's recipe without Docker: the static binary alone
 		// in an image, imported where the CRI plugin finds it.
-		if _, err := ctrkit.BuildImageAt(ctrkit.WithNamespace(ctx, "k8s.io"), c.ctrClient, b.image, out, b.file); err != nil {
-			t.Fatal(err)
+		for _, n := range c.Nodes {
+			if _, err := ctrkit.BuildImageAt(ctrkit.WithNamespace(ctx, "k8s.io"), n.ctrClient, b.image, out, b.file); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	t.Logf("binaries and images built in %s", time.Since(start).Round(time.Millisecond))
@@ -96,19 +102,23 @@ func setup(t *testing.T) *env {
 	} else {
 		t.Logf("kubectl apply -f testdata/app.yaml:\n%s", out)
 	}
-	e.waitReady(t, "faultline", "app.kubernetes.io/name=faultlined", 1)
+	e.waitReady(t, "faultline", "app.kubernetes.io/name=faultlined", len(c.Nodes))
 	time.Sleep(2 * time.Second) // settled
-	e.startRSS = rssKiB(t, e.faultlinedPID(t))
+	e.startRSS = rssKiB(t, e.faultlinedPID(t, c.Nodes[0].Name))
 	e.waitReady(t, "shop", "app=catalog", 3)
 	e.waitReady(t, "shop", "app=solo", 1)
-	e.gw, e.gwAddr, e.gwToken = e.startGateway(t, filepath.Join(bin, "faultline"))
+	// 40: the time-to-active measurement's 30 pods are more than the
+	// nodes' default limit of 20 per Fault.
+	gw := e.startGateway(t, "gateway", e.Kubeconfig, "--max-targets", "40")
+	e.gw, e.gwAddr, e.gwToken = gw.client, gw.addr, gw.token
 	return e
 }
 
 // writeOverlay is what a user of another cluster writes: deploy/ with the
-// image overridden, and this cluster's oddities patched in: the private
-// containerd's directory, and the API server's address (there is no
-// kube-proxy to route the kubernetes Service).
+// image overridden, and this cluster's oddities patched in: each node's
+// private containerd (DIR/nodes/NODE_NAME, one host directory for both),
+// and the API server's address (there is no kube-proxy to route the
+// kubernetes Service).
 func (e *env) writeOverlay(t *testing.T) string {
 	dir := e.path("overlay")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -118,6 +128,18 @@ func (e *env) writeOverlay(t *testing.T) string {
 	base, err := filepath.Rel(dir, filepath.Join(wd, "..", "..", "deploy"))
 	if err != nil {
 		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(wd, "..", "..", "deploy", "daemonset.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ds appsv1.DaemonSet
+	if err := yaml.Unmarshal(b, &ds); err != nil {
+		t.Fatal(err)
+	}
+	socketArg := slices.IndexFunc(ds.Spec.Template.Spec.Containers[0].Args, func(a string) bool { return strings.HasPrefix(a, "--containerd-socket=") })
+	if socketArg < 0 {
+		t.Fatal("deploy/daemonset.yaml has no --containerd-socket argument")
 	}
 	k := fmt.Sprintf(`apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
@@ -134,6 +156,9 @@ patches:
         path: /spec/template/spec/volumes/0/hostPath/path
         value: %s
       - op: replace
+        path: /spec/template/spec/containers/0/args/%d
+        value: --containerd-socket=/run/containerd/$(NODE_NAME)/containerd.sock
+      - op: replace
         path: /spec/template/spec/containers/0/imagePullPolicy
         value: Never
       - op: add
@@ -142,7 +167,7 @@ patches:
       - op: add
         path: /spec/template/spec/containers/0/env/-
         value: {name: KUBERNETES_SERVICE_PORT, value: %q}
-`, base, filepath.Dir(e.CtrSocket), nodeIP, strconv.Itoa(e.APIPort))
+`, base, e.path("nodes"), socketArg, nodeIP, strconv.Itoa(e.APIPort))
 	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -189,31 +214,39 @@ func isReady(p *corev1.Pod) bool {
 	return false
 }
 
-// startGateway runs `faultline gateway` with the admin kubeconfig, as a
-// user outside the cluster would, with a config directory of the run's
-// own, where it creates its token file. It returns a client that sends
-// the token, the address and the token.
-func (e *env) startGateway(t *testing.T, bin string) (pb.GatewayClient, string, string) {
+// gatewayProc is a `faultline gateway` process of the test.
+type gatewayProc struct {
+	client pb.GatewayClient
+	addr   string
+	token  string
+	cmd    *exec.Cmd
+}
+
+// startGateway runs `faultline gateway` with a kubeconfig, as a user
+// outside the cluster would, with a config directory of its own (named),
+// where it creates its token file. Its client sends the token.
+func (e *env) startGateway(t *testing.T, name, kubeconfig string, args ...string) *gatewayProc {
 	ports, err := freePorts(1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(ports[0])
-	log, err := os.Create(e.path("logs", "gateway.log"))
+	log, err := os.Create(e.path("logs", name+".log"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "gateway", "--kubeconfig", e.Kubeconfig, "--listen", addr)
-	cmd.Env = append(os.Environ(), "XDG_CONFIG_HOME="+e.path("config"))
+	config := e.path("config-" + name)
+	cmd := exec.Command(filepath.Join(e.path("bin"), "faultline"), append([]string{"gateway", "--kubeconfig", kubeconfig, "--listen", addr}, args...)...)
+	cmd.Env = append(os.Environ(), "XDG_CONFIG_HOME="+config)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
 		select {
 		case <-done:
 		case <-time.After(5 * time.Second):
@@ -222,7 +255,7 @@ func (e *env) startGateway(t *testing.T, bin string) (pb.GatewayClient, string, 
 		}
 		log.Close()
 	})
-	if err := waitFor(context.Background(), 10*time.Second, "gateway listening", func() error {
+	if err := waitFor(context.Background(), 10*time.Second, name+" listening", func() error {
 		c, err := net.Dial("tcp", addr)
 		if err == nil {
 			c.Close()
@@ -231,7 +264,7 @@ func (e *env) startGateway(t *testing.T, bin string) (pb.GatewayClient, string, 
 	}); err != nil {
 		t.Fatal(err)
 	}
-	token, err := auth.ReadFile(filepath.Join(e.path("config"), "faultline", "gateway-token"), true)
+	token, err := auth.ReadFile(filepath.Join(config, "faultline", "gateway-token"), true)
 	if err != nil {
 		t.Fatalf("the gateway's token file: %v", err)
 	}
@@ -240,7 +273,28 @@ func (e *env) startGateway(t *testing.T, bin string) (pb.GatewayClient, string, 
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return pb.NewGatewayClient(conn), addr, token
+	return &gatewayProc{client: pb.NewGatewayClient(conn), addr: addr, token: token, cmd: cmd}
+}
+
+// userKubeconfig writes a kubeconfig that acts as user in groups, through
+// the admin's impersonation (kubectl --as).
+func (e *env) userKubeconfig(t *testing.T, user string, groups ...string) string {
+	b, err := os.ReadFile(e.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := clientcmd.Load(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ai := range cfg.AuthInfos {
+		ai.Impersonate, ai.ImpersonateGroups = user, groups
+	}
+	path := e.path("kubeconfig-" + user)
+	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // pods returns the ready pods of a selector in shop.
@@ -304,11 +358,12 @@ func (e *env) podSpecs(t *testing.T, selector string) map[string]string {
 	return out
 }
 
-// faultlinedPID finds the faultlined process through containerd.
-func (e *env) faultlinedPID(t *testing.T) int {
+// faultlinedPID finds the faultlined process of a node through its
+// containerd.
+func (e *env) faultlinedPID(t *testing.T, node string) int {
 	t.Helper()
 	ctx := ctrkit.WithNamespace(context.Background(), "k8s.io")
-	cs, err := e.ctrClient.Containers(ctx, `labels."io.kubernetes.container.name"==faultlined`)
+	cs, err := e.node(node).ctrClient.Containers(ctx, `labels."io.kubernetes.container.name"==faultlined`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -321,7 +376,7 @@ func (e *env) faultlinedPID(t *testing.T) int {
 			return int(task.Pid())
 		}
 	}
-	t.Fatal("no running faultlined container")
+	t.Fatalf("no running faultlined container on node %s", node)
 	return 0
 }
 

@@ -11,22 +11,23 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/faultline-dev/faultline/internal/testkit/proctest"
 )
 
-// Start runs Debian's prometheus, scraping target every second until the
+// Start runs Debian's prometheus, scraping the targets every second until the
 // test ends, and returns its address.
-func Start(t *testing.T, target string) string {
+func Start(t *testing.T, targets ...string) string {
 	t.Helper()
 	bin, err := exec.LookPath("prometheus")
 	if err != nil {
 		t.Fatal("prometheus is not installed (make test-deps installs it)")
 	}
 	dir := t.TempDir()
-	cfg := fmt.Sprintf("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: faultlined\n    static_configs:\n      - targets: [%q]\n", target)
+	cfg := fmt.Sprintf("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: faultlined\n    static_configs:\n      - targets: [%s]\n", quoted(targets))
 	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -92,4 +93,12 @@ func Query(t *testing.T, addr, q string) float64 {
 	}
 	v, _ := strconv.ParseFloat(out.Data.Result[0].Value[1].(string), 64)
 	return v
+}
+
+func quoted(ss []string) string {
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = strconv.Quote(s)
+	}
+	return strings.Join(q, ", ")
 }

@@ -25,10 +25,12 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/containerd/errdefs"
 	"github.com/faultline-dev/faultline/pkg/engine"
 	"github.com/faultline-dev/faultline/pkg/fault"
 	"github.com/faultline-dev/faultline/pkg/kubefault"
 	"github.com/faultline-dev/faultline/pkg/nodeapi"
+	"github.com/faultline-dev/faultline/pkg/targets"
 	pb "github.com/faultline-dev/faultline/proto/faultline/v1"
 )
 
@@ -59,12 +61,24 @@ type Controller struct {
 	mu   sync.Mutex
 	ctx  context.Context
 	runs map[string]*run // namespace/name → the Fault's run on this node
+	done map[types.UID]bool
+	seen map[types.UID]time.Time // when a Fault or plan was first seen
 	wg   sync.WaitGroup
 }
 
+// run is a Fault's run on this node.
 type run struct {
 	uid    types.UID
 	cancel context.CancelFunc
+	// lease is the Fault's spec.lease (0: none); renewed takes a signal
+	// each time the lease annotation changes from mark.
+	lease   time.Duration
+	mark    string
+	renewed chan struct{}
+	// refresh takes each new RefreshAnnotation value (asked, the last
+	// one seen).
+	asked   string
+	refresh chan string
 }
 
 // Start sets the lifetime of the controller's faults: when ctx ends they
@@ -73,7 +87,7 @@ type run struct {
 func (c *Controller) Start(ctx context.Context) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.ctx, c.runs = ctx, map[string]*run{}
+	c.ctx, c.runs, c.done, c.seen = ctx, map[string]*run{}, map[types.UID]bool{}, map[types.UID]time.Time{}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -86,16 +100,30 @@ func (c *Controller) Start(ctx context.Context) {
 func (c *Controller) Wait() { c.wg.Wait() }
 
 // Sync is a Fault as the watch sees it now. A Fault's spec never changes,
-// so a Fault already running here is left alone.
+// so a Fault already running here is left alone but for its lease.
 func (c *Controller) Sync(f *kubefault.Fault) {
 	key := f.Namespace + "/" + f.Name
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.ctx.Err() != nil {
+	if c.ctx.Err() != nil || c.done[f.UID] {
 		return
 	}
 	if r := c.runs[key]; r != nil {
 		if r.uid == f.UID {
+			if mark := f.Annotations[kubefault.LeaseAnnotation]; mark != r.mark {
+				r.mark = mark
+				select {
+				case r.renewed <- struct{}{}:
+				default: // a renewal is pending already
+				}
+			}
+			if asked := f.Annotations[kubefault.RefreshAnnotation]; asked != r.asked {
+				r.asked = asked
+				select {
+				case r.refresh <- asked:
+				default: // the run is busy: the next request gets its answer
+				}
+			}
 			return
 		}
 		r.cancel() // the name now holds another Fault
@@ -104,17 +132,27 @@ func (c *Controller) Sync(f *kubefault.Fault) {
 	if f.DeletionTimestamp != nil || mine != nil && mine.Phase != kubefault.PhaseActive && mine.Phase != kubefault.PhasePending {
 		return // done here before
 	}
+	if _, _, plan := kubefault.PlanOf(f); !plan {
+		f.CreationTimestamp = c.anchor(f.UID, f.CreationTimestamp)
+	}
+	lease, _ := f.Spec.LeaseDuration() // a bad lease fails in execute
 	ctx, cancel := context.WithCancel(c.ctx)
-	r := &run{uid: f.UID, cancel: cancel}
+	r := &run{uid: f.UID, cancel: cancel, lease: lease, mark: f.Annotations[kubefault.LeaseAnnotation], renewed: make(chan struct{}, 1),
+		asked: f.Annotations[kubefault.RefreshAnnotation], refresh: make(chan string, 1)}
 	c.runs[key] = r
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
-		c.execute(ctx, f, mine)
+		if mine != nil {
+			c.endRestarted(ctx, f, mine)
+		} else {
+			c.execute(ctx, f, r)
+		}
 		c.mu.Lock()
 		if c.runs[key] == r {
 			delete(c.runs, key)
 		}
+		c.done[f.UID] = true
 		c.mu.Unlock()
 		cancel()
 	}()
@@ -129,6 +167,56 @@ func (c *Controller) Delete(namespace, name string, uid types.UID) {
 		r.cancel()
 		delete(c.runs, key)
 	}
+	delete(c.done, uid)
+	delete(c.seen, uid)
+}
+
+// anchor is when a Fault's (or plan's) duration counts from: the API
+// server's creation time has whole seconds, so a Fault seen within
+// anchorWindow of it counts from when this node first saw it, else from
+// its creation.
+func (c *Controller) anchor(uid types.UID, created metav1.Time) metav1.Time {
+	seen, ok := c.seen[uid]
+	if !ok {
+		seen = time.Now()
+		c.seen[uid] = seen
+	}
+	if seen.Sub(created.Time) < anchorWindow {
+		return metav1.NewTime(seen)
+	}
+	return created
+}
+
+// anchorWindow: a Fault's creation time is truncated to the second, and
+// the watch brings it within milliseconds.
+const anchorWindow = 2 * time.Second
+
+// SyncPlan is a FaultPlan as the watch sees it now: each step is synced
+// as a Fault of its namespace that starts at its offset (a step the fault
+// model refuses fails in its own status, as a Fault would).
+func (c *Controller) SyncPlan(p *kubefault.FaultPlan) {
+	c.mu.Lock()
+	p.CreationTimestamp = c.anchor(p.UID, p.CreationTimestamp)
+	c.mu.Unlock()
+	for i := range p.Spec.Steps {
+		if f, err := p.StepFault(i); err == nil {
+			c.Sync(f)
+		}
+	}
+}
+
+// DeletePlan is a FaultPlan gone: every step's faults here end at once.
+func (c *Controller) DeletePlan(name string, uid types.UID) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for key, r := range c.runs {
+		if strings.HasPrefix(string(r.uid), string(uid)+"/") {
+			r.cancel()
+			delete(c.runs, key)
+			delete(c.done, r.uid)
+		}
+	}
+	delete(c.seen, uid)
 }
 
 func nodeStatus(f *kubefault.Fault, node string) *kubefault.NodeStatus {
@@ -144,49 +232,84 @@ func nodeStatus(f *kubefault.Fault, node string) *kubefault.NodeStatus {
 // the status.
 var errRefused = errors.New("refused")
 
-// execute runs one Fault on this node from start to end.
-func (c *Controller) execute(ctx context.Context, f *kubefault.Fault, before *kubefault.NodeStatus) {
-	log := c.Logger.With("fault", f.Namespace+"/"+f.Name)
-	st := kubefault.NodeStatus{Node: c.Node, Phase: kubefault.PhasePending}
-	write := func() {
-		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		snap := st
-		snap.Targets = slices.Clone(st.Targets) // the targets go on changing
-		if err := c.Cluster.ApplyStatus(wctx, f.Namespace, f.Name, snap); err != nil {
-			log.Warn("write the Fault's status", "err", err)
+// report writes a Fault's status entry of this node and its events, each
+// bounded in time and done even when the run's context has ended.
+type report struct {
+	c   *Controller
+	f   *kubefault.Fault
+	log *slog.Logger
+}
+
+func (r report) status(ctx context.Context, st *kubefault.NodeStatus) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	snap := *st
+	snap.Targets = slices.Clone(st.Targets) // the targets go on changing
+	if err := r.c.Cluster.ApplyStatus(ctx, r.f.Namespace, r.f.Name, snap); err != nil {
+		r.log.Warn("write the Fault's status", "err", err)
+	}
+}
+
+func (r report) event(ctx context.Context, on kubefault.Ref, warning bool, reason, format string, args ...any) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := r.c.Cluster.Event(ctx, on, warning, reason, fmt.Sprintf(format, args...)); err != nil {
+		r.log.Warn("record an event", "reason", reason, "err", err)
+	}
+}
+
+// The engine's end reasons for kubefault's.
+const (
+	ReasonDaemonRestarted = engine.Reason(kubefault.EndDaemonRestarted)
+	ReasonLeaseExpired    = engine.Reason(kubefault.EndLeaseExpired)
+)
+
+// endRestarted reports the faults of a Fault that this node had started
+// before its faultlined restarted: they ended when it stopped (every hook
+// is the process's own), and are not started again, so that an
+// experiment never silently resumes after a gap.
+func (c *Controller) endRestarted(ctx context.Context, f *kubefault.Fault, before *kubefault.NodeStatus) {
+	rep := report{c, f, c.Logger.With("fault", f.Namespace+"/"+f.Name)}
+	st := *before
+	st.Targets = slices.Clone(before.Targets)
+	now := metav1.Now()
+	st.Phase, st.EndReason, st.EndTime = kubefault.PhaseEnded, string(ReasonDaemonRestarted), &now
+	st.Message = "faultlined restarted mid-fault: its faults on this node ended when it stopped, and traffic has flowed unfaulted since"
+	for i := range st.Targets {
+		if t := &st.Targets[i]; t.State == "active" || t.State == "starting" {
+			t.State, t.EndReason = "ended", string(ReasonDaemonRestarted)
 		}
 	}
-	event := func(on kubefault.Ref, warning bool, reason, format string, args ...any) {
-		ectx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		if err := c.Cluster.Event(ectx, on, warning, reason, fmt.Sprintf(format, args...)); err != nil {
-			log.Warn("record an event", "reason", reason, "err", err)
+	rep.status(ctx, &st)
+	rep.event(ctx, kubefault.FaultRef(f), true, "Ended", "node %s: %s", c.Node, st.Message)
+	rep.log.Info("Fault ended by a restart of faultlined")
+}
+
+// execute runs one Fault on this node from start to end.
+func (c *Controller) execute(ctx context.Context, f *kubefault.Fault, r *run) {
+	rep := report{c, f, c.Logger.With("fault", f.Namespace+"/"+f.Name)}
+	st := kubefault.NodeStatus{Node: c.Node, Phase: kubefault.PhasePending}
+	if wait := time.Until(f.CreationTimestamp.Time); wait > 0 { // a plan's later step
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
 		}
 	}
 	req, pods, err := c.plan(ctx, f)
 	if err != nil {
-		st.Phase, st.Message = kubefault.PhaseFailed, strings.TrimPrefix(err.Error(), "invalid argument: ")
-		log.Info("Fault refused", "reason", st.Message)
-		write()
-		event(kubefault.FaultRef(f), true, "Refused", "node %s: %s", c.Node, st.Message)
+		st.Phase, st.Message = kubefault.PhaseFailed, message(err)
+		rep.log.Info("Fault refused", "reason", st.Message)
+		rep.status(ctx, &st)
+		rep.event(ctx, kubefault.FaultRef(f), true, "Refused", "node %s: %s", c.Node, st.Message)
 		return
 	}
 	if len(pods) == 0 {
-		if before != nil {
-			st.Phase, st.EndReason, st.Message = kubefault.PhaseEnded, string(engine.ReasonTargetDeleted), "no pod of this node matches any more"
-			write()
-		}
-		return
+		return // nothing here: no entry, so the status lists only nodes with targets
 	}
 	expires := f.CreationTimestamp.Add(req.GetDuration().AsDuration())
 	remaining := time.Until(expires).Truncate(time.Millisecond)
 	if remaining < fault.MinDuration {
-		if before != nil {
-			st.Phase, st.EndReason = kubefault.PhaseEnded, string(engine.ReasonExpired)
-			st.StartTime, st.EndTime = before.StartTime, &metav1.Time{Time: expires}
-			write()
-		}
 		return
 	}
 	if f.Spec.DryRun {
@@ -194,44 +317,42 @@ func (c *Controller) execute(ctx context.Context, f *kubefault.Fault, before *ku
 		for _, p := range pods {
 			st.Targets = append(st.Targets, kubefault.TargetStatus{Pod: p.Name, State: "dry-run"})
 		}
-		write()
+		rep.status(ctx, &st)
 		return
 	}
 
-	started := c.startAll(ctx, f, req, pods, remaining, &st, log)
+	started := c.startAll(ctx, f, req, pods, remaining, &st, rep.log)
 	now := metav1.Now()
 	st.StartTime = &now
-	switch {
-	case len(started) == 0:
+	if len(started) == 0 {
 		st.Phase, st.Message = kubefault.PhaseFailed, "no target could be faulted: see targets"
-		write()
+		rep.status(ctx, &st)
 		return
-	case before != nil:
-		st.Message = fmt.Sprintf("faultlined restarted: the fault was picked up again for the %s left", remaining.Round(time.Second))
 	}
 	st.Phase = kubefault.PhaseActive
-	write()
-	log.Info("Fault active on this node", "targets", len(started), "remaining", remaining)
+	rep.status(ctx, &st)
+	rep.log.Info("Fault active on this node", "targets", len(started), "remaining", remaining)
 	kind := req.ProtoReflect().WhichOneof(req.ProtoReflect().Descriptor().Oneofs().ByName("fault")).Name()
-	event(kubefault.FaultRef(f), false, "Started", "node %s: %s fault on %d pod(s) for %s", c.Node, kind, len(started), remaining.Round(time.Second))
+	rep.event(ctx, kubefault.FaultRef(f), false, "Started", "node %s: %s fault on %d pod(s) for %s", c.Node, kind, len(started), remaining.Round(time.Second))
 	for _, sf := range started {
-		event(kubefault.PodRef(pods[sf.at]), false, "FaultStarted", "Fault %s (%s, %s) started on this pod for %s: fault id %s",
+		rep.event(ctx, kubefault.PodRef(pods[sf.at]), false, "FaultStarted", "Fault %s (%s, %s) started on this pod for %s: fault id %s",
 			f.Name, kind, f.UID, remaining.Round(time.Second), st.Targets[sf.at].ID)
 	}
 
-	deleted := false
+	stop := c.await(ctx, started, r, func(asked string) {
+		for _, sf := range started {
+			st.Targets[sf.at].Counters = countersMap(nodeapi.StatusToProto(sf.Status()).GetCounters())
+		}
+		st.Refreshed = asked
+		rep.status(ctx, &st)
+	})
 	for _, sf := range started {
 		var fs engine.Status
-		select {
-		case <-sf.Done():
+		if stop == "" {
+			<-sf.Done()
 			fs = sf.Status()
-		case <-ctx.Done():
-			deleted = true
-			reason := engine.ReasonRevoked // the kubefault.Fault was deleted
-			if c.ctx.Err() != nil {
-				reason = engine.ReasonShutdown
-			}
-			fs = sf.Stop(reason)
+		} else {
+			fs = sf.Stop(stop)
 		}
 		ts := &st.Targets[sf.at]
 		c.finish(ts, fs)
@@ -240,16 +361,57 @@ func (c *Controller) execute(ctx context.Context, f *kubefault.Fault, before *ku
 		if fs.EndReason == engine.ReasonRevoked {
 			why = "Fault deleted"
 		}
-		event(kubefault.PodRef(pods[sf.at]), false, "FaultEnded", "Fault %s ended on this pod (%s): %s", f.Name, why, countersText(ts.Counters))
+		rep.event(ctx, kubefault.PodRef(pods[sf.at]), false, "FaultEnded", "Fault %s ended on this pod (%s): %s", f.Name, why, countersText(ts.Counters))
 	}
-	if deleted {
+	if ctx.Err() != nil {
 		return // the Fault is gone (or the daemon is stopping): no status to write
 	}
 	end := metav1.Now()
 	st.Phase, st.EndTime = kubefault.PhaseEnded, &end
-	write()
-	event(kubefault.FaultRef(f), false, "Ended", "node %s: ended (%s) on %d pod(s)", c.Node, st.EndReason, len(started))
-	log.Info("Fault ended on this node", "reason", st.EndReason)
+	rep.status(ctx, &st)
+	rep.event(ctx, kubefault.FaultRef(f), false, "Ended", "node %s: ended (%s) on %d pod(s)", c.Node, st.EndReason, len(started))
+	rep.log.Info("Fault ended on this node", "reason", st.EndReason)
+}
+
+// await waits for the end of a run's faults: "" when they all ended on
+// their own, else why the rest must stop (the Fault deleted, the daemon
+// stopping, the lease lapsed). It calls refresh for each request of live
+// counters.
+func (c *Controller) await(ctx context.Context, started []startedFault, r *run, refresh func(asked string)) engine.Reason {
+	var lapse <-chan time.Time
+	if r.lease > 0 {
+		t := time.NewTimer(r.lease)
+		defer t.Stop()
+		lapse = t.C
+		go func() { // renewals reset the timer until the run ends
+			for {
+				select {
+				case <-r.renewed:
+					t.Reset(r.lease)
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+	}
+	for _, sf := range started {
+		for ended := false; !ended; {
+			select {
+			case <-sf.Done():
+				ended = true
+			case asked := <-r.refresh:
+				refresh(asked)
+			case <-ctx.Done():
+				if c.ctx.Err() != nil {
+					return engine.ReasonShutdown
+				}
+				return engine.ReasonRevoked // the Fault was deleted
+			case <-lapse:
+				return ReasonLeaseExpired
+			}
+		}
+	}
+	return ""
 }
 
 // startedFault is a target's running fault and its place in the status.
@@ -279,7 +441,7 @@ func (c *Controller) startAll(ctx context.Context, f *kubefault.Fault, req *pb.I
 			defer func() { <-sem }()
 			sf, err := c.startOne(ctx, f, req, p, remaining, st.Targets[i].ID)
 			if err != nil {
-				st.Targets[i].State, st.Targets[i].Message = "failed", err.Error()
+				st.Targets[i].State, st.Targets[i].Message = "failed", message(err)
 				log.Info("target not faulted", "pod", p.Name, "err", err)
 				return
 			}
@@ -326,7 +488,7 @@ func (c *Controller) plan(ctx context.Context, f *kubefault.Fault) (*pb.InjectRe
 		return nil, nil, err
 	}
 	if slices.Contains(c.Protected, f.Namespace) {
-		return nil, nil, fmt.Errorf("%w: namespace %s is never faulted (kube-system and faultline's own namespace are protected)", errRefused, f.Namespace)
+		return nil, nil, fmt.Errorf("%w: namespace %s is never faulted (kube-system and faultline's own namespace are protected unless faultlined runs with --allow-protected-namespaces)", errRefused, f.Namespace)
 	}
 	nsLabels, err := c.Cluster.NamespaceLabels(ctx, f.Namespace)
 	if err != nil {
@@ -349,23 +511,28 @@ func (c *Controller) plan(ctx context.Context, f *kubefault.Fault) (*pb.InjectRe
 	} else if sel, err = metav1.LabelSelectorAsSelector(f.Spec.Selector); err != nil {
 		return nil, nil, fault.Invalid("spec.selector: %v", err)
 	}
-	if sel.Empty() {
-		return nil, nil, fault.Invalid("spec.selector selects every pod of the namespace: give labels")
-	}
 	limit := c.TargetLimit
 	if f.Spec.MaxTargets > 0 {
 		limit = f.Spec.MaxTargets
 	}
-	n, err := c.Cluster.CountPods(ctx, f.Namespace, sel, limit)
-	if err != nil {
-		return nil, nil, fmt.Errorf("count the target pods: %w", err)
+	listLimit := limit
+	if f.Spec.Count != "" {
+		listLimit = 0 // the share is of all of them
 	}
-	if n > limit {
-		return nil, nil, fmt.Errorf("%w: more than %d pods match (%d or more): set spec.maxTargets to fault that many", errRefused, limit, n)
+	all, err := c.Cluster.ListPods(ctx, f.Namespace, sel, listLimit)
+	if err != nil {
+		return nil, nil, fmt.Errorf("list the target pods: %w", err)
+	}
+	chosen, err := choose(f, all)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(chosen) > limit {
+		return nil, nil, fmt.Errorf("%w: more than %d pods match (%d or more): set spec.maxTargets to fault that many", errRefused, limit, len(chosen))
 	}
 	var pods []*corev1.Pod
 	for _, p := range c.Pods.List(f.Namespace, sel) {
-		if p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning {
+		if p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning && chosen[p.UID] {
 			pods = append(pods, p)
 		}
 	}
@@ -373,11 +540,45 @@ func (c *Controller) plan(ctx context.Context, f *kubefault.Fault) (*pb.InjectRe
 	return req, pods, nil
 }
 
+// choose picks the Fault's targets among the matching pods of the
+// cluster: all, or spec.count of them, ranked by a hash of the Fault's
+// UID and the pod's so that every node picks the same ones.
+func choose(f *kubefault.Fault, all []kubefault.PodID) (map[types.UID]bool, error) {
+	n := len(all)
+	if f.Spec.Count != "" {
+		var err error
+		if n, err = targets.SampleSize(f.Spec.Count, len(all)); err != nil {
+			return nil, fmt.Errorf("%w: spec.count: cannot fault %s of the %d matching pods", errRefused, f.Spec.Count, len(all))
+		}
+		rank := func(p kubefault.PodID) string {
+			h := sha256.Sum256([]byte(string(f.UID) + "/" + string(p.UID)))
+			return string(h[:])
+		}
+		all = slices.Clone(all)
+		slices.SortFunc(all, func(a, b kubefault.PodID) int { return strings.Compare(rank(a), rank(b)) })
+	}
+	chosen := make(map[types.UID]bool, n)
+	for _, p := range all[:n] {
+		chosen[p.UID] = true
+	}
+	return chosen, nil
+}
+
+// message is an error for a status: without the class prefix of the
+// errdefs errors ("failed precondition: ").
+func message(err error) string {
+	msg := err.Error()
+	for _, class := range []error{errdefs.ErrFailedPrecondition, errdefs.ErrInvalidArgument, errdefs.ErrNotFound, errdefs.ErrUnavailable, errdefs.ErrPermissionDenied} {
+		msg = strings.TrimPrefix(msg, class.Error()+": ")
+	}
+	return msg
+}
+
 // faultID names a target's fault on the node: the Fault's name and a hash
 // of its UID and the pod's.
 func faultID(f *kubefault.Fault, p *corev1.Pod) string {
 	h := sha256.Sum256([]byte(string(f.UID) + "/" + string(p.UID)))
-	name := f.Name
+	name := strings.ReplaceAll(f.Name, "/", ".") // a plan step: PLAN.STEP
 	if len(name) > 40 {
 		name = name[:40]
 	}

@@ -19,12 +19,12 @@ import (
 	"github.com/faultline-dev/faultline/pkg/nodeapi"
 )
 
-// fakeCluster is a Cluster double: namespaces by labels, a pod count, and
-// the statuses written.
+// fakeCluster is a Cluster double: namespaces by labels, the cluster's
+// pods, and the statuses and events written.
 type fakeCluster struct {
 	mu       sync.Mutex
 	ns       map[string]map[string]string
-	count    int
+	pods     podList
 	statuses []kubefault.NodeStatus
 	events   []string
 }
@@ -44,8 +44,14 @@ func (c *fakeCluster) ServiceSelector(_ context.Context, _, name string) (map[st
 	return nil, fmt.Errorf("services %q not found", name)
 }
 
-func (c *fakeCluster) CountPods(context.Context, string, labels.Selector, int) (int, error) {
-	return c.count, nil
+func (c *fakeCluster) ListPods(_ context.Context, ns string, sel labels.Selector, limit int) ([]kubefault.PodID, error) {
+	var out []kubefault.PodID
+	for _, p := range c.pods.List(ns, sel) {
+		if limit == 0 || len(out) <= limit {
+			out = append(out, kubefault.PodID{Name: p.Name, UID: p.UID})
+		}
+	}
+	return out, nil
 }
 
 func (c *fakeCluster) Event(_ context.Context, on kubefault.Ref, warning bool, reason, message string) error {
@@ -115,12 +121,20 @@ func testPod(ns, name, app string) *corev1.Pod {
 		Status: corev1.PodStatus{Phase: corev1.PodRunning}}
 }
 
+// nodePods are the pods of node n1; the cluster has them and others.
+func nodePods() podList {
+	return podList{testPod("shop", "web-1", "web"), testPod("shop", "web-0", "web"), testPod("shop", "db-0", "db")}
+}
+
 func newController(t *testing.T) (*Controller, *fakeCluster, *nodeapi.FakeFaults) {
+	return newNode(t, "n1", nodePods(), nodePods())
+}
+
+func newNode(t *testing.T, node string, pods, cluster podList) (*Controller, *fakeCluster, *nodeapi.FakeFaults) {
 	t.Helper()
-	cl := &fakeCluster{ns: map[string]map[string]string{"shop": {kubefault.OptInLabel: kubefault.OptInValue}, "other": {}, "kube-system": {kubefault.OptInLabel: kubefault.OptInValue}}, count: 2}
+	cl := &fakeCluster{ns: map[string]map[string]string{"shop": {kubefault.OptInLabel: kubefault.OptInValue}, "other": {}, "kube-system": {kubefault.OptInLabel: kubefault.OptInValue}}, pods: cluster}
 	ff := &nodeapi.FakeFaults{}
-	c := &Controller{Node: "n1", Faults: ff, Targets: anyPod{}, Cluster: cl, Protected: []string{"kube-system"},
-		Pods: podList{testPod("shop", "web-1", "web"), testPod("shop", "web-0", "web"), testPod("shop", "db-0", "db")}}
+	c := &Controller{Node: node, Faults: ff, Targets: anyPod{}, Cluster: cl, Protected: []string{"kube-system"}, Pods: pods}
 	ctx, cancel := context.WithCancel(context.Background())
 	c.Start(ctx)
 	t.Cleanup(func() { cancel(); c.Wait() })
@@ -218,7 +232,8 @@ func TestFaultRefusals(t *testing.T) {
 		{"too many", testFault("shop", "1m", kubefault.Spec{MaxTargets: 1}), "more than 1 pods match (2 or more): set spec.maxTargets"},
 		{"invalid", testFault("shop", "1m", kubefault.Spec{HTTP: map[string]any{"port": 8080, "errorRate": 2, "errorCode": 500}}), "spec.http: errorRate must be in the range [0, 1], got 2"},
 		{"no such service", testFault("shop", "1m", kubefault.Spec{Service: "nope"}), `spec.service nope: services "nope" not found`},
-		{"every pod", testFault("shop", "1m", kubefault.Spec{Selector: &metav1.LabelSelector{}}), "spec.selector selects every pod of the namespace"},
+		{"bad count", testFault("shop", "1m", kubefault.Spec{Count: "5"}), "spec.count: cannot fault 5 of the 2 matching pods"},
+		{"too many of selector {}", testFault("shop", "1m", kubefault.Spec{Selector: &metav1.LabelSelector{}, MaxTargets: 2}), "more than 2 pods match (3 or more)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, cl, ff := newController(t)
@@ -246,21 +261,25 @@ func TestDryRunTouchesNothing(t *testing.T) {
 	}
 }
 
-// TestRestartPicksUp: a Fault this node reported active (before a restart)
-// is started again for the time left and says so; one it reported ended
-// is left alone.
-func TestRestartPicksUp(t *testing.T) {
+// TestRestartEndsFaults: a Fault this node reported active before its
+// faultlined restarted is reported ended (its faults ended with the old
+// process) and not started again; one it reported ended is left alone.
+func TestRestartEndsFaults(t *testing.T) {
 	c, cl, ff := newController(t)
 	f := testFault("shop", "1m", kubefault.Spec{})
 	f.CreationTimestamp = metav1.NewTime(time.Now().Add(-20 * time.Second))
-	f.Status.Nodes = []kubefault.NodeStatus{{Node: "other-node", Phase: kubefault.PhaseEnded}, {Node: "n1", Phase: kubefault.PhaseActive}}
+	f.Status.Nodes = []kubefault.NodeStatus{{Node: "other-node", Phase: kubefault.PhaseEnded},
+		{Node: "n1", Phase: kubefault.PhaseActive, Targets: []kubefault.TargetStatus{{Pod: "web-0", State: "active", ID: "x"}}}}
 	c.Sync(f)
 	st := cl.wait(t, 1)
-	if st.Phase != kubefault.PhaseActive || !strings.Contains(st.Message, "faultlined restarted: the fault was picked up again for the 40s left") {
+	if st.Phase != kubefault.PhaseEnded || st.EndReason != "daemon-restarted" || !strings.Contains(st.Message, "faultlined restarted mid-fault") ||
+		st.Targets[0].State != "ended" || st.Targets[0].EndReason != "daemon-restarted" || st.EndTime == nil {
 		t.Errorf("status %+v", st)
 	}
-	if d := ff.Started()[0].Duration; d > 40*time.Second || d < 38*time.Second {
-		t.Errorf("restarted for %s, want the 40s left", d)
+	c.Sync(f) // the watch, before it sees the new status
+	time.Sleep(50 * time.Millisecond)
+	if len(ff.Started()) != 0 || cl.written() != 1 {
+		t.Errorf("%d faults started, %d statuses written after a restart", len(ff.Started()), cl.written())
 	}
 	c2, cl2, ff2 := newController(t)
 	f.UID, f.Status.Nodes[1].Phase = "f-uid-2", kubefault.PhaseEnded
@@ -268,6 +287,66 @@ func TestRestartPicksUp(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	if cl2.written() != 0 || len(ff2.Started()) != 0 {
 		t.Error("an ended Fault was started again")
+	}
+}
+
+// TestLeaseLapses: renewals keep a leased Fault's faults; when they stop,
+// the faults end within the lease and the status says why.
+func TestLeaseLapses(t *testing.T) {
+	c, cl, ff := newController(t)
+	f := testFault("shop", "1m", kubefault.Spec{Lease: "1s"})
+	c.Sync(f)
+	if st := cl.wait(t, 1); st.Phase != kubefault.PhaseActive {
+		t.Fatalf("status %+v", st)
+	}
+	for i := range 4 { // 1.6 s of renewals, each within the lease
+		time.Sleep(400 * time.Millisecond)
+		g := *f
+		g.Annotations = map[string]string{kubefault.LeaseAnnotation: fmt.Sprint(i)}
+		c.Sync(&g)
+	}
+	if cl.written() != 1 {
+		t.Fatal("a renewed lease lapsed")
+	}
+	renewed := time.Now()
+	st := cl.wait(t, 2)
+	if took := time.Since(renewed); took < 900*time.Millisecond || took > 1500*time.Millisecond {
+		t.Errorf("the lease lapsed %s after the last renewal, want 1s", took)
+	}
+	if st.Phase != kubefault.PhaseEnded || st.EndReason != "lease-expired" || st.Targets[0].EndReason != "lease-expired" {
+		t.Errorf("status %+v", st)
+	}
+	for _, s := range ff.Started() {
+		if r := ff.Fault(s.ID).Status().EndReason; r != ReasonLeaseExpired {
+			t.Errorf("%s ended %s", s.ID, r)
+		}
+	}
+}
+
+// TestCountPicksTheSameOnEveryNode: count 50% of four pods on two nodes
+// faults two in all, whichever nodes they are on.
+func TestCountPicksTheSameOnEveryNode(t *testing.T) {
+	n1 := podList{testPod("shop", "web-0", "web"), testPod("shop", "web-1", "web")}
+	n2 := podList{testPod("shop", "web-2", "web"), testPod("shop", "web-3", "web")}
+	cluster := append(slices.Clone(n1), n2...)
+	for _, uid := range []types.UID{"a", "b", "c", "d", "e"} {
+		total := 0
+		for _, pods := range []podList{n1, n2} {
+			c, cl, ff := newNode(t, "n", pods, cluster)
+			f := testFault("shop", "1m", kubefault.Spec{Count: "50%"})
+			f.UID = uid
+			c.Sync(f)
+			time.Sleep(100 * time.Millisecond)
+			if cl.written() > 0 {
+				total += len(cl.wait(t, 1).Targets)
+			}
+			if n := len(ff.Started()); cl.written() == 0 && n > 0 {
+				t.Errorf("%d started and no status", n)
+			}
+		}
+		if total != 2 {
+			t.Errorf("Fault %s: %d targets on the two nodes, want 2", uid, total)
+		}
 	}
 }
 
@@ -287,4 +366,60 @@ func TestPortName(t *testing.T) {
 
 func web() *metav1.LabelSelector {
 	return &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}
+}
+
+// TestRefreshWritesLiveCounters: a new refresh annotation makes the node
+// write its targets' counters of now, saying which request they answer.
+func TestRefreshWritesLiveCounters(t *testing.T) {
+	c, cl, _ := newController(t)
+	f := testFault("shop", "1m", kubefault.Spec{})
+	c.Sync(f)
+	cl.wait(t, 1)
+	g := *f
+	g.Annotations = map[string]string{kubefault.RefreshAnnotation: "t1"}
+	c.Sync(&g)
+	st := cl.wait(t, 2)
+	if st.Refreshed != "t1" || st.Phase != kubefault.PhaseActive || st.Targets[0].Counters == nil {
+		t.Errorf("status %+v", st)
+	}
+	c.Sync(&g) // the same request again: no new write
+	time.Sleep(50 * time.Millisecond)
+	if n := cl.written(); n != 2 {
+		t.Errorf("%d statuses written", n)
+	}
+}
+
+// TestPlanStepsStartAtTheirOffsets: a plan's step starts at its offset
+// and reports under PLAN/STEP; deleting the plan ends every step.
+func TestPlanStepsStartAtTheirOffsets(t *testing.T) {
+	c, cl, ff := newController(t)
+	p := &kubefault.FaultPlan{ObjectMeta: metav1.ObjectMeta{Name: "incident", UID: "p-uid", CreationTimestamp: metav1.Now()},
+		Spec: kubefault.PlanSpec{Steps: []kubefault.PlanStep{
+			{Name: "now", Namespace: "shop", Spec: kubefault.Spec{Selector: web(), Duration: "1m", HTTP: map[string]any{"port": 8080, "errorRate": 1, "errorCode": 503}}},
+			{Name: "later", Namespace: "shop", Start: "400ms", Spec: kubefault.Spec{Selector: web(), Duration: "1m", HTTP: map[string]any{"port": 9090, "errorRate": 1, "errorCode": 500}}},
+		}}}
+	start := time.Now()
+	c.SyncPlan(p)
+	if st := cl.wait(t, 1); len(ff.Started()) != 2 {
+		t.Fatalf("%d faults started at once, want the first step's 2 (status %+v)", len(ff.Started()), st)
+	}
+	cl.wait(t, 2)
+	if took := time.Since(start); took < 400*time.Millisecond {
+		t.Errorf("the later step started after %s, want its 400ms offset", took)
+	}
+	if n := len(ff.Started()); n != 4 {
+		t.Fatalf("%d faults started", n)
+	}
+	c.SyncPlan(p) // a resync: nothing new
+	c.DeletePlan("incident", "p-uid")
+	for _, s := range ff.Started() {
+		select {
+		case <-ff.Fault(s.ID).Done():
+		case <-time.After(time.Second):
+			t.Fatalf("fault %s outlived its plan", s.ID)
+		}
+	}
+	if n := len(ff.Started()); n != 4 {
+		t.Errorf("%d faults started after a resync", n)
+	}
 }

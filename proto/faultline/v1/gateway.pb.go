@@ -1177,7 +1177,7 @@ type RevokeAllResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The node faults revoked, with their final counters.
 	Revoked []*TargetResult `protobuf:"bytes,1,rep,name=revoked,proto3" json:"revoked,omitempty"`
-	// Fault objects deleted, as namespace/name.
+	// Objects deleted: "Fault NAMESPACE/NAME", "FaultPlan NAME".
 	FaultsDeleted []string `protobuf:"bytes,2,rep,name=faults_deleted,json=faultsDeleted,proto3" json:"faults_deleted,omitempty"`
 	// Nodes (or the API server) that could not be asked, each with why.
 	Unreachable   []string `protobuf:"bytes,3,rep,name=unreachable,proto3" json:"unreachable,omitempty"`
