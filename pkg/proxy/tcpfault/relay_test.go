@@ -103,8 +103,11 @@ func TestLatencyEveryChunkWithinItsInterval(t *testing.T) {
 			t.Errorf("round trip %s outside [40ms, 60ms] (+%s slack)", d, slack)
 		}
 	}
-	c.Close() // a spliced direction counts its bytes when it ends
-	for i := 0; i < 200 && p.Counters().BytesUp != n; i++ {
+	c.Close() // a direction counts its last bytes when it ends: wait for both
+	for i := 0; i < 200; i++ {
+		if c := p.Counters(); c.BytesUp == n && c.BytesDown == n && c.BytesDelayed == n {
+			break
+		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	if c := p.Counters(); c.Connections != 1 || c.Toxic != 1 || c.BytesUp != n || c.BytesDown != n || c.BytesDelayed != n {
