@@ -64,6 +64,11 @@ func (k *kubeConfig) start(ctx context.Context, logger *slog.Logger, api *nodeap
 		return fmt.Errorf("kubernetes configuration: %w", err)
 	}
 	cfg.UserAgent = "faultlined"
+	// client-go's default (5 requests/s, bursts of 10) queues a node's
+	// requests behind each other's: a Fault costs 7 + 2 per target
+	// (reads, status, events), so a few Faults in a row stalled the next
+	// one for seconds. The kubelet's own limits.
+	cfg.QPS, cfg.Burst = 50, 100
 	sock, err := filepath.Abs(k.containerd)
 	if err != nil {
 		return err

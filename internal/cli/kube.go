@@ -41,6 +41,7 @@ func (k *kubeParams) restConfig() (*rest.Config, error) {
 		return nil, fmt.Errorf("kubernetes configuration (give --kubeconfig, or --local for local mode): %w", err)
 	}
 	cfg.UserAgent = "faultline"
+	cfg.QPS, cfg.Burst = 20, 40 // lease renewals, watches and status refreshes of several faults at once
 	return cfg, nil
 }
 

@@ -106,7 +106,7 @@ func TestKubernetes(t *testing.T) {
 		if !t.Run(s.name, func(t *testing.T) { s.run(t, e) }) {
 			failed = true
 			e.dumpLogs(t)
-			out, err := e.Kubectl(context.Background(), "logs", "-n", "faultline", "-l", "app.kubernetes.io/name=faultlined", "--tail=40")
+			out, err := e.Kubectl(context.Background(), "logs", "-n", "faultline", "-l", "app.kubernetes.io/name=faultlined", "--tail=60", "--prefix")
 			t.Logf("--- faultlined (last lines)\n%s %v", out, err)
 		}
 	}

@@ -238,6 +238,24 @@ type report struct {
 	c   *Controller
 	f   *kubefault.Fault
 	log *slog.Logger
+	// events, when set, takes the events to record in order, so that
+	// recording them never delays acting on the Fault.
+	events chan<- func()
+}
+
+// eventQueue starts recording rep's events in the background, in order;
+// the returned function waits for the last.
+func (r *report) eventQueue() (wait func()) {
+	q := make(chan func(), 1024)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ev := range q {
+			ev()
+		}
+	}()
+	r.events = q
+	return func() { close(q); <-done }
 }
 
 func (r report) status(ctx context.Context, st *kubefault.NodeStatus) {
@@ -251,10 +269,22 @@ func (r report) status(ctx context.Context, st *kubefault.NodeStatus) {
 }
 
 func (r report) event(ctx context.Context, on kubefault.Ref, warning bool, reason, format string, args ...any) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	if err := r.c.Cluster.Event(ctx, on, warning, reason, fmt.Sprintf(format, args...)); err != nil {
-		r.log.Warn("record an event", "reason", reason, "err", err)
+	msg := fmt.Sprintf(format, args...)
+	record := func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := r.c.Cluster.Event(ctx, on, warning, reason, msg); err != nil {
+			r.log.Warn("record an event", "reason", reason, "err", err)
+		}
+	}
+	if r.events == nil {
+		record()
+		return
+	}
+	select {
+	case r.events <- record:
+	default:
+		r.log.Warn("event dropped: too many queued", "reason", reason)
 	}
 }
 
@@ -269,7 +299,7 @@ const (
 // is the process's own), and are not started again, so that an
 // experiment never silently resumes after a gap.
 func (c *Controller) endRestarted(ctx context.Context, f *kubefault.Fault, before *kubefault.NodeStatus) {
-	rep := report{c, f, c.Logger.With("fault", f.Namespace+"/"+f.Name)}
+	rep := report{c: c, f: f, log: c.Logger.With("fault", f.Namespace+"/"+f.Name)}
 	st := *before
 	st.Targets = slices.Clone(before.Targets)
 	now := metav1.Now()
@@ -287,7 +317,8 @@ func (c *Controller) endRestarted(ctx context.Context, f *kubefault.Fault, befor
 
 // execute runs one Fault on this node from start to end.
 func (c *Controller) execute(ctx context.Context, f *kubefault.Fault, r *run) {
-	rep := report{c, f, c.Logger.With("fault", f.Namespace+"/"+f.Name)}
+	rep := report{c: c, f: f, log: c.Logger.With("fault", f.Namespace+"/"+f.Name)}
+	defer rep.eventQueue()()
 	st := kubefault.NodeStatus{Node: c.Node, Phase: kubefault.PhasePending}
 	if wait := time.Until(f.CreationTimestamp.Time); wait > 0 { // a plan's later step
 		select {
@@ -346,14 +377,23 @@ func (c *Controller) execute(ctx context.Context, f *kubefault.Fault, r *run) {
 		st.Refreshed = asked
 		rep.status(ctx, &st)
 	})
-	for _, sf := range started {
-		var fs engine.Status
-		if stop == "" {
-			<-sf.Done()
-			fs = sf.Status()
-		} else {
-			fs = sf.Stop(stop)
-		}
+	ended := make([]engine.Status, len(started))
+	var wg sync.WaitGroup
+	for i, sf := range started { // every target at once
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if stop == "" {
+				<-sf.Done()
+				ended[i] = sf.Status()
+			} else {
+				ended[i] = sf.Stop(stop)
+			}
+		}()
+	}
+	wg.Wait()
+	for i, sf := range started {
+		fs := ended[i]
 		ts := &st.Targets[sf.at]
 		c.finish(ts, fs)
 		st.EndReason = string(fs.EndReason)
