@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -96,6 +97,11 @@ func TestSlowlorisClosedByHeaderTimeout(t *testing.T) {
 			start := time.Now()
 			c.SetReadDeadline(start.Add(3 * time.Second))
 			_, err = io.Copy(io.Discard, br)
+			// Closed with the client's bytes unread, the kernel may send
+			// an RST rather than a FIN: either way the connection ended.
+			if errors.Is(err, syscall.ECONNRESET) {
+				err = nil
+			}
 			if took := time.Since(start); err != nil || took > time.Second {
 				t.Fatalf("slowloris connection ended after %v (err %v), want ~300ms", took.Round(time.Millisecond), err)
 			}
