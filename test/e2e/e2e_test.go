@@ -619,6 +619,8 @@ func startSpread(logs string, n int, called time.Time) string {
 	if len(times) < n {
 		return fmt.Sprintf("%d fault-started lines", len(times))
 	}
+	// kubectl gives one pod's lines after the other's: order by time.
+	slices.SortFunc(times, time.Time.Compare)
 	times = times[len(times)-n:]
 	return fmt.Sprintf("the %d faults started %s to %s after the Inject call", n, times[0].Sub(called).Round(time.Millisecond), times[n-1].Sub(called).Round(time.Millisecond))
 }
