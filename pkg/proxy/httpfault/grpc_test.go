@@ -522,3 +522,29 @@ func BenchmarkGRPCPassThrough(b *testing.B) {
 		}
 	})
 }
+
+// A fault's end releases the calls it is holding at once, on their open
+// connection: the delay was the fault's, and the fault is over.
+func TestGRPCFaultEndReleasesDelayedCalls(t *testing.T) {
+	w := newGRPCLab(t)
+	f := w.startGRPC(t, &fault.GRPC{Delay: delayed(time.Minute, 0)})
+	c := testpb.NewTestServiceClient(w.conn(t))
+	done := make(chan error, 3)
+	for i := range 3 {
+		go func() { done <- unary(context.Background(), c, i) }()
+	}
+	for f.Counters().Delayed < 3 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	go f.stop()
+	for range 3 {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("a held call after the fault ended: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a held call was still held 10 s after the fault ended (its delay: a minute)")
+		}
+	}
+}

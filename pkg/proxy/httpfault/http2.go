@@ -114,7 +114,8 @@ type h2stream struct {
 	upstreamDone bool
 	reset        bool     // by the client, while open: kept in byUp only
 	held         []func() // frames that arrived during the delay, to queue on release
-	timer        *time.Timer
+	timer        *alarm
+	ring         func()    // what its timer does: release or answer it
 	seen         time.Time // when its request head was decoded, if not delayed
 }
 
@@ -211,7 +212,7 @@ func (c *h2) startDrain() {
 		if st.state == streamHeld && st.timer != nil && st.timer.Stop() {
 			// Its fate was decided under the fault; an answer stays an
 			// answer, a delay ends now.
-			st.timer.Reset(0)
+			st.timer = newAlarm(0, st.ring)
 		}
 	}
 	c.sendGoAwayLocked()
@@ -365,9 +366,7 @@ func (c *h2) newStreamLocked(cid uint32, fields []hpack.HeaderField, end, trunca
 		st.state = streamHeld // until answered: its frames are dropped then
 		a := d.Answer
 		start := time.Now()
-		deadline, aim := c.p.pace.aim(d.Delay)
-		st.timer = time.AfterFunc(aim, func() {
-			c.p.pace.woke(deadline)
+		st.ring = func() {
 			observe(c.p.Delays, start)
 			c.mu.Lock()
 			if c.streams[cid] == st && st.state == streamHeld {
@@ -375,12 +374,13 @@ func (c *h2) newStreamLocked(cid uint32, fields []hpack.HeaderField, end, trunca
 			}
 			c.mu.Unlock()
 			c.toClient.kick()
-		})
+		}
+		st.timer = c.p.pace.after(d.Delay, st.ring)
 	case d.Delay > 0:
 		st.state = streamHeld
 		start := time.Now()
-		deadline, aim := c.p.pace.aim(d.Delay)
-		st.timer = time.AfterFunc(aim, func() { c.p.pace.woke(deadline); observe(c.p.Delays, start); c.release(st) })
+		st.ring = func() { observe(c.p.Delays, start); c.release(st) }
+		st.timer = c.p.pace.after(d.Delay, st.ring)
 	default:
 		if c.p.Overhead != nil {
 			st.seen = time.Now()

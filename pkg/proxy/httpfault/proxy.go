@@ -282,12 +282,10 @@ func (p *Proxy) wait(d time.Duration, gone <-chan struct{}) bool {
 		return true
 	}
 	start := time.Now()
-	deadline, aim := p.pace.aim(d)
-	t := time.NewTimer(aim)
-	defer t.Stop()
+	rang := make(chan struct{})
+	defer p.pace.after(d, func() { close(rang) }).Stop()
 	select {
-	case <-t.C:
-		p.pace.woke(deadline)
+	case <-rang:
 	case <-p.ctx.Done():
 	case <-gone:
 		return false
