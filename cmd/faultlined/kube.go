@@ -31,6 +31,9 @@ type kubeConfig struct {
 	allowProtected bool
 	faults         bool
 	targetLimit    int
+	// stateDir keeps what a restarted faultlined must know (the socket's
+	// directory: in the DaemonSet, an emptyDir).
+	stateDir string
 }
 
 func (k *kubeConfig) flags(fs *flag.FlagSet) {
@@ -95,8 +98,12 @@ func (k *kubeConfig) start(ctx context.Context, logger *slog.Logger, api *nodeap
 		if err != nil {
 			return err
 		}
+		journal, err := nodecontroller.OpenJournal(filepath.Join(k.stateDir, "faults"))
+		if err != nil {
+			return fmt.Errorf("the Faults' journal: %w", err)
+		}
 		c := &nodecontroller.Controller{Node: k.node, Faults: nodeapi.Engine(eng), Targets: resolver, Pods: pods, Cluster: kapi,
-			TargetLimit: k.targetLimit, Logger: logger.With("component", "faults")}
+			TargetLimit: k.targetLimit, Journal: journal, Logger: logger.With("component", "faults")}
 		if !k.allowProtected {
 			c.Protected = protected
 		}

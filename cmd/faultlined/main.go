@@ -110,6 +110,7 @@ func run(ctx context.Context, logger *slog.Logger, cfg config) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if cfg.kube.enabled {
+		cfg.kube.stateDir = filepath.Dir(cfg.socket)
 		api.SetServing(false) // until the pods of the node are listed
 		if err := cfg.kube.start(ctx, logger, api, eng); err != nil {
 			return err

@@ -56,7 +56,10 @@ type Controller struct {
 	// Protected namespaces are never faulted (kube-system, faultline's).
 	Protected   []string
 	TargetLimit int
-	Logger      *slog.Logger
+	// Journal records the Faults begun here, for a restarted daemon
+	// (default: in memory, this process only).
+	Journal Journal
+	Logger  *slog.Logger
 
 	mu   sync.Mutex
 	ctx  context.Context
@@ -94,6 +97,9 @@ func (c *Controller) Start(ctx context.Context) {
 	if c.TargetLimit == 0 {
 		c.TargetLimit = DefaultTargetLimit
 	}
+	if c.Journal == nil {
+		c.Journal = &MemJournal{}
+	}
 }
 
 // Wait returns once every run has ended (after ctx of Start ended).
@@ -129,7 +135,11 @@ func (c *Controller) Sync(f *kubefault.Fault) {
 		r.cancel() // the name now holds another Fault
 	}
 	mine := nodeStatus(f, c.Node)
+	begun := c.Journal.Begun(f.UID) // by the daemon before this one: not running here
 	if f.DeletionTimestamp != nil || mine != nil && mine.Phase != kubefault.PhaseActive && mine.Phase != kubefault.PhasePending {
+		if begun {
+			c.Journal.End(f.UID)
+		}
 		return // done here before
 	}
 	if _, _, plan := kubefault.PlanOf(f); !plan {
@@ -143,10 +153,16 @@ func (c *Controller) Sync(f *kubefault.Fault) {
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
-		if mine != nil {
+		switch {
+		case mine != nil:
 			c.endRestarted(ctx, f, mine)
-		} else {
+		case begun: // killed before it wrote the status
+			c.endRestarted(ctx, f, &kubefault.NodeStatus{Node: c.Node})
+		default:
 			c.execute(ctx, f, r)
+		}
+		if c.ctx.Err() == nil { // else the next daemon must see it
+			c.Journal.End(f.UID)
 		}
 		c.mu.Lock()
 		if c.runs[key] == r {
@@ -352,6 +368,9 @@ func (c *Controller) execute(ctx context.Context, f *kubefault.Fault, r *run) {
 		return
 	}
 
+	if err := c.Journal.Begin(f.UID); err != nil {
+		rep.log.Warn("journal the Fault: a restart before its status is written would start it again", "err", err)
+	}
 	started := c.startAll(ctx, f, req, pods, remaining, &st, rep.log)
 	now := metav1.Now()
 	st.StartTime = &now

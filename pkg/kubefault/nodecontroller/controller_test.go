@@ -3,6 +3,7 @@ package nodecontroller
 import (
 	"context"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/faultline-dev/faultline/pkg/engine"
+	"github.com/faultline-dev/faultline/pkg/fault"
 	"github.com/faultline-dev/faultline/pkg/kubefault"
 	"github.com/faultline-dev/faultline/pkg/nodeapi"
 )
@@ -287,6 +289,83 @@ func TestRestartEndsFaults(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	if cl2.written() != 0 || len(ff2.Started()) != 0 {
 		t.Error("an ended Fault was started again")
+	}
+}
+
+// TestRestartBeforeTheStatus: a daemon killed after it faulted its
+// targets but before its status reached the API server leaves only its
+// journal entry; the next daemon reports the Fault ended, not resumed.
+func TestRestartBeforeTheStatus(t *testing.T) {
+	journal := &MemJournal{}
+	f := testFault("shop", "1m", kubefault.Spec{})
+	first, cl, _ := newNode(t, "n1", nodePods(), nodePods())
+	first.Journal = journal
+	first.Sync(f)
+	cl.wait(t, 1)
+	if !journal.Begun(f.UID) {
+		t.Fatal("a Fault being applied is not in the journal")
+	}
+
+	next, cl2, ff2 := newNode(t, "n1", nodePods(), nodePods())
+	next.Journal = journal
+	next.Sync(f) // no entry for n1: the first daemon's status was lost
+	st := cl2.wait(t, 1)
+	if st.Phase != kubefault.PhaseEnded || st.EndReason != "daemon-restarted" || !strings.Contains(st.Message, "faultlined restarted mid-fault") {
+		t.Errorf("status %+v", st)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if len(ff2.Started()) != 0 || journal.Begun(f.UID) {
+		t.Errorf("%d faults started after a restart; still journaled: %v", len(ff2.Started()), journal.Begun(f.UID))
+	}
+}
+
+// TestJournalForgetsEndedFaults: a Fault that ran to its end here leaves
+// no journal entry, so a later daemon does not take it for interrupted.
+func TestJournalForgetsEndedFaults(t *testing.T) {
+	journal := &MemJournal{}
+	c, cl, _ := newNode(t, "n1", nodePods(), nodePods())
+	c.Journal = journal
+	f := testFault("shop", "1500ms", kubefault.Spec{})
+	c.Sync(f)
+	if st := cl.wait(t, 2); st.Phase != kubefault.PhaseEnded {
+		t.Fatalf("status %+v", st)
+	}
+	for deadline := time.Now().Add(time.Second); journal.Begun(f.UID); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("an ended Fault is still journaled")
+		}
+	}
+}
+
+// TestDirJournal: entries outlive the process that wrote them (a second
+// DirJournal on the same directory sees them) and escape plan step UIDs.
+func TestDirJournal(t *testing.T) {
+	dir := t.TempDir()
+	j, err := OpenJournal(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const step = types.UID("plan-uid/step-1")
+	if err := j.Begin(step); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Begin("f-uid"); err != nil {
+		t.Fatal(err)
+	}
+	j.End("f-uid")
+	again, err := OpenJournal(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !again.Begun(step) || again.Begun("f-uid") || again.Begun("plan-uid") {
+		t.Errorf("begun: step %v, ended %v, plan %v", again.Begun(step), again.Begun("f-uid"), again.Begun("plan-uid"))
+	}
+	old := time.Now().Add(-fault.MaxDuration - 2*time.Hour)
+	if err := os.Chtimes(again.path(step), old, old); err != nil {
+		t.Fatal(err)
+	}
+	if j, _ := OpenJournal(dir); j.Begun(step) {
+		t.Error("an entry older than any fault was kept")
 	}
 }
 
