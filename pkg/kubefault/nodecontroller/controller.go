@@ -135,12 +135,11 @@ func (c *Controller) Sync(f *kubefault.Fault) {
 		r.cancel() // the name now holds another Fault
 	}
 	mine := nodeStatus(f, c.Node)
-	begun := c.Journal.Begun(f.UID) // by the daemon before this one: not running here
 	if f.DeletionTimestamp != nil || mine != nil && mine.Phase != kubefault.PhaseActive && mine.Phase != kubefault.PhasePending {
-		if begun {
-			c.Journal.End(f.UID)
-		}
 		return // done here before
+	}
+	if mine == nil && c.Journal.Begun(f.UID) { // the daemon before this one was killed before it wrote the status
+		mine = &kubefault.NodeStatus{Node: c.Node}
 	}
 	if _, _, plan := kubefault.PlanOf(f); !plan {
 		f.CreationTimestamp = c.anchor(f.UID, f.CreationTimestamp)
@@ -153,12 +152,9 @@ func (c *Controller) Sync(f *kubefault.Fault) {
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
-		switch {
-		case mine != nil:
+		if mine != nil {
 			c.endRestarted(ctx, f, mine)
-		case begun: // killed before it wrote the status
-			c.endRestarted(ctx, f, &kubefault.NodeStatus{Node: c.Node})
-		default:
+		} else {
 			c.execute(ctx, f, r)
 		}
 		if c.ctx.Err() == nil { // else the next daemon must see it

@@ -22,7 +22,9 @@ type Journal interface {
 	// End forgets uid: its run here is over, and said so in the status.
 	End(uid types.UID)
 	// Begun reports whether uid was begun and not ended, by this process
-	// or the one before it.
+	// or the one before it. An entry whose run was cut short after its
+	// status said Ended is harmless: only a Fault without a status entry
+	// here is looked up.
 	Begun(uid types.UID) bool
 }
 
