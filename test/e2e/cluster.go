@@ -124,8 +124,12 @@ func StartCluster(ctx context.Context, t testing.TB) *Cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
+	sweepCrashedRuns(t.Logf)
 	dir, err := os.MkdirTemp("", "fle2e-")
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, ownerFile), []byte(fmt.Sprint(os.Getpid())), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	c := &Cluster{Dir: dir, Bin: bin, logf: t.Logf, netnsSeen: map[string]bool{}}
@@ -587,6 +591,50 @@ func (c *Cluster) sweep() {
 	if err := os.RemoveAll(c.Dir); err != nil {
 		c.logf("remove %s: %v", c.Dir, err)
 	}
+}
+
+// ownerFile in a run's directory holds the test binary's pid.
+const ownerFile = "owner.pid"
+
+// sweepCrashedRuns removes what earlier runs left when they were killed
+// before their cleanup ran (a SIGKILLed go test): each fle2e- directory
+// whose owner is gone is swept like a finished run, except that only the
+// cni- namespaces no process holds are removed.
+func sweepCrashedRuns(logf func(string, ...any)) {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "fle2e-*"))
+	for _, dir := range dirs {
+		if b, err := os.ReadFile(filepath.Join(dir, ownerFile)); err == nil {
+			var pid int
+			if _, err := fmt.Sscan(string(b), &pid); err == nil && syscall.Kill(pid, 0) == nil {
+				continue // a run in progress
+			}
+		}
+		logf("sweeping %s, left by a run that was killed", dir)
+		c := &Cluster{Dir: dir, Nodes: nodes, logf: logf, netnsSeen: heldNetns()}
+		c.sweep()
+	}
+}
+
+// heldNetns names the /run/netns entries that some process is in.
+func heldNetns() map[string]bool {
+	type key struct{ dev, ino uint64 }
+	inUse := map[key]bool{}
+	procs, _ := filepath.Glob("/proc/[0-9]*/ns/net")
+	for _, p := range procs {
+		var st syscall.Stat_t
+		if syscall.Stat(p, &st) == nil {
+			inUse[key{uint64(st.Dev), st.Ino}] = true
+		}
+	}
+	held := map[string]bool{}
+	ents, _ := os.ReadDir("/run/netns")
+	for _, e := range ents {
+		var st syscall.Stat_t
+		if syscall.Stat(filepath.Join("/run/netns", e.Name()), &st) != nil || inUse[key{uint64(st.Dev), st.Ino}] {
+			held[e.Name()] = true
+		}
+	}
+	return held
 }
 
 // mountsUnder lists mount points under dir, deepest first.
